@@ -1,0 +1,142 @@
+"""Account routes: login/logout for the web UI, users and tokens for admins (and the CLI)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from node.accounts.service import AccountService
+from node.errors import Forbidden
+from node.http import (
+    ANONYMOUS,
+    CSRF_HEADER,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    Handler,
+    Principal,
+    field,
+    json_ok,
+    principal,
+    read_json,
+    require_admin,
+    require_user,
+)
+
+ACCOUNTS = web.AppKey("accounts", AccountService)
+
+
+def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
+    """Resolve the request's principal from a Bearer token or the session cookie.
+
+    An unknown Bearer token is anonymous (Civitai tools send their own key); cookie
+    sessions must prove same-site origin and carry the CSRF token on state changes.
+    """
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        who = ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            token = header[len("Bearer ") :].strip()
+            if hmac.compare_digest(token.encode(), admin_token.encode()):
+                who = Principal(node_admin=True)
+            else:
+                user = await accounts.user_for_token(token)
+                if user is not None:
+                    who = Principal(user=user)
+        elif SESSION_COOKIE in request.cookies:
+            session = await accounts.session(request.cookies[SESSION_COOKIE])
+            if session is not None:
+                if request.method not in SAFE_METHODS:
+                    _check_same_site(request, session)
+                who = session
+        request["principal"] = who
+        return await handler(request)
+
+    return auth_middleware
+
+
+def _check_same_site(request: web.Request, session: Principal) -> None:
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("cross-site requests may not change anything")
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not session.csrf_token or not hmac.compare_digest(
+        sent.encode(), session.csrf_token.encode()
+    ):
+        raise Forbidden(f"missing or wrong {CSRF_HEADER} header")
+
+
+async def login(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    session_id, user = await request.app[ACCOUNTS].login(
+        field(data, "username"), field(data, "password")
+    )
+    who = await request.app[ACCOUNTS].session(session_id)
+    assert who is not None
+    response = json_ok({"user": user.public(), "csrf_token": who.csrf_token})
+    response.set_cookie(
+        SESSION_COOKIE,
+        session_id,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+        max_age=request.app[ACCOUNTS].session_ms // 1000,
+        secure=request.secure,
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id and principal(request).user is not None:
+        await request.app[ACCOUNTS].logout(session_id)
+    response = json_ok({"ok": True})
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    who = require_user(request)
+    return json_ok(
+        {
+            "user": who.user.public() if who.user else None,
+            "node_admin": who.node_admin,
+            "csrf_token": who.csrf_token,
+        }
+    )
+
+
+async def list_users(request: web.Request) -> web.Response:
+    require_admin(request)
+    users = await request.app[ACCOUNTS].list_users()
+    return json_ok({"users": [u.public() for u in users]})
+
+
+async def add_user(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await read_json(request)
+    user = await request.app[ACCOUNTS].add_user(
+        field(data, "name"), field(data, "password"), field(data, "role", default="member")
+    )
+    return json_ok({"user": user.public()}, status=201)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    who = require_user(request)
+    name = request.match_info["name"]
+    if not who.is_admin and (who.user is None or who.user.name != name):
+        raise Forbidden("you may only create tokens for yourself")
+    data = await read_json(request) if request.can_read_body else {}
+    token = await request.app[ACCOUNTS].create_token(name, field(data, "label", default="cli"))
+    return json_ok({"token": token}, status=201)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/auth/login", login)
+    app.router.add_post("/api/auth/logout", logout)
+    app.router.add_get("/api/auth/me", me)
+    app.router.add_get("/api/admin/users", list_users)
+    app.router.add_post("/api/admin/users", add_user)
+    app.router.add_post("/api/admin/users/{name}/tokens", create_token)

@@ -1,0 +1,205 @@
+"""Accounts: create users with their author keys, log in, issue and check tokens."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from node.accounts.passwords import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    hash_password,
+    token_digest,
+    verify_password,
+)
+from node.accounts.tables import api_tokens, sessions, users
+from node.db import Database
+from node.errors import BadRequest, Conflict, NotFound, Unauthorized
+from node.home import Home
+from node.http import Principal
+from node.p2p.identity import PROFILE
+from node.p2p.keys import SigningKey, public_key_commitment
+from node.p2p.log import RecordLog
+from node.p2p.records import Record, now_ms, sign_record
+
+Role = Literal["admin", "moderator", "member"]
+ROLES: tuple[Role, ...] = ("admin", "moderator", "member")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+API_TOKEN_PREFIX = "cvt_"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: Role
+    did: str
+    created: int
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "did": self.did, "created": self.created}
+
+
+def _user(row: Any) -> User:
+    return User(row.id, row.name, row.role, row.did, row.created)
+
+
+def check_username(name: str) -> None:
+    if not isinstance(name, str) or not USERNAME.match(name):
+        raise BadRequest(
+            "a username is 1-32 characters of letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+
+
+def check_password(password: str) -> None:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise BadRequest(f"a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+class AccountService:
+    def __init__(self, db: Database, log: RecordLog, home: Home, session_hours: int) -> None:
+        self.db = db
+        self.log = log
+        self.home = home
+        self.session_ms = session_hours * 3600 * 1000
+
+    # --- users ----------------------------------------------------------------------
+
+    async def add_user(self, name: str, password: str, role: str = "member") -> User:
+        """Create a user, their author key (and pre-committed next key), and their profile."""
+        check_username(name)
+        check_password(password)
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+        if await self._find(name) is not None:
+            raise Conflict(f"user {name!r} exists already")
+        key = SigningKey.generate()
+        password_hash = hash_password(password)
+        profile = self._profile(key, name, self._save_keys(key))
+        self.log.types.check_body(profile)
+        async with self.db.write() as conn:
+            if await conn.scalar(sa.select(users.c.id).where(users.c.name == name)) is not None:
+                raise Conflict(f"user {name!r} exists already")
+            await conn.execute(
+                users.insert().values(
+                    name=name, role=role, password_hash=password_hash, did=key.did, created=now_ms()
+                )
+            )
+            await self.log.append_in(conn, profile)
+        return await self.get_user(name)
+
+    def _save_keys(self, key: SigningKey) -> SigningKey:
+        """Save ``key`` and a fresh next key it commits to; return the next key."""
+        following = SigningKey.generate()
+        self.home.save_author_key(key)
+        self.home.save_author_key(following, following_of=key.did)
+        return following
+
+    @staticmethod
+    def _profile(key: SigningKey, name: str, following: SigningKey) -> Record:
+        return sign_record(
+            key, PROFILE, {"name": name, "next_key": public_key_commitment(following.public_bytes)}
+        )
+
+    async def set_author_key(self, name: str, key: SigningKey) -> User:
+        """Give a user an imported author key; publish a profile for it if it has none."""
+        user = await self.get_user(name)
+        profile = self._profile(key, name, self._save_keys(key))
+        async with self.db.write() as conn:
+            await conn.execute(users.update().where(users.c.id == user.id).values(did=key.did))
+            await self.log.append_in(conn, profile)
+        return await self.get_user(name)
+
+    async def _find(self, name: str) -> User | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
+        return _user(row) if row is not None else None
+
+    async def get_user(self, name: str) -> User:
+        user = await self._find(name)
+        if user is None:
+            raise NotFound(f"no user named {name!r}")
+        return user
+
+    async def list_users(self) -> list[User]:
+        async with self.db.read() as conn:
+            return [_user(r) for r in await conn.execute(sa.select(users).order_by(users.c.id))]
+
+    # --- API tokens -----------------------------------------------------------------
+
+    async def create_token(self, name: str, label: str = "cli") -> str:
+        if not isinstance(label, str) or not 0 < len(label) <= 64:
+            raise BadRequest("a token label is 1 to 64 characters")
+        user = await self.get_user(name)
+        token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self.db.write() as conn:
+            await conn.execute(
+                api_tokens.insert().values(
+                    user_id=user.id, label=label, token_hash=token_digest(token), created=now_ms()
+                )
+            )
+        return token
+
+    async def user_for_token(self, token: str) -> User | None:
+        if not token.startswith(API_TOKEN_PREFIX):
+            return None
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(users)
+                    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+                    .where(api_tokens.c.token_hash == token_digest(token))
+                )
+            ).first()
+        return _user(row) if row is not None else None
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def login(self, name: str, password: str) -> tuple[str, User]:
+        """Check a password; return a new session id. Same error for any failure."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
+        stored = row.password_hash if row is not None else _DUMMY_HASH
+        if not verify_password(password, stored) or row is None:
+            raise Unauthorized("wrong username or password")
+        session_id = secrets.token_urlsafe(32)
+        now = now_ms()
+        async with self.db.write() as conn:
+            await conn.execute(sessions.delete().where(sessions.c.expires < now))
+            await conn.execute(
+                sessions.insert().values(
+                    token_hash=token_digest(session_id),
+                    user_id=row.id,
+                    csrf_token=secrets.token_urlsafe(24),
+                    expires=now + self.session_ms,
+                )
+            )
+        return session_id, _user(row)
+
+    async def session(self, session_id: str) -> Principal | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(users, sessions.c.csrf_token, sessions.c.expires)
+                    .join(sessions, sessions.c.user_id == users.c.id)
+                    .where(sessions.c.token_hash == token_digest(session_id))
+                )
+            ).first()
+        if row is None or row.expires < now_ms():
+            return None
+        return Principal(user=_user(row), csrf_token=row.csrf_token)
+
+    async def logout(self, session_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                sessions.delete().where(sessions.c.token_hash == token_digest(session_id))
+            )
+
+
+# Verified against when the username is unknown, so timing does not reveal which names exist.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))

@@ -1,0 +1,124 @@
+"""Composition root: the one place that builds services and wires them together.
+
+:func:`build_node` makes the services from a config and a home; :func:`create_app`
+mounts every package's routes on an aiohttp application whose ``cleanup_ctx`` checks the
+database at startup and disposes of it at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from node import __version__
+from node.accounts import routes as account_routes
+from node.accounts.service import AccountService
+from node.config import Config
+from node.db import Database, head_revision
+from node.errors import DatabaseError
+from node.home import Home
+from node.http import error_middleware, json_ok, require_admin
+from node.p2p import identity
+from node.p2p import routes as p2p_routes
+from node.p2p.keys import SigningKey
+from node.p2p.log import RecordLog
+from node.p2p.projections import RecordTypes
+
+log = logging.getLogger("civitas.node")
+
+
+def build_record_types() -> RecordTypes:
+    """Every record type this software knows, with its rules and projections."""
+    types = RecordTypes()
+    identity.register(types)
+    return types
+
+
+@dataclass
+class Node:
+    config: Config
+    home: Home
+    node_key: SigningKey
+    db: Database
+    log: RecordLog
+    accounts: AccountService
+
+
+def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -> Node:
+    db = Database(config.database_url)
+    record_log = RecordLog(db, build_record_types())
+    return Node(
+        config=config,
+        home=home,
+        node_key=node_key or home.node_key(),
+        db=db,
+        log=record_log,
+        accounts=AccountService(db, record_log, home, config.auth.session_hours),
+    )
+
+
+async def check_schema(db: Database) -> None:
+    await db.check()
+    current, head = await db.current_revision(), head_revision()
+    if current != head:
+        raise DatabaseError(
+            f"the database schema is at {current or 'nothing'}, this software needs {head}: "
+            "run `civitas migrate` (with the node stopped)"
+        )
+
+
+NODE = web.AppKey("node", Node)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    await request.app[NODE].db.check()
+    return json_ok({"ok": True})
+
+
+async def admin_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    node = request.app[NODE]
+    return json_ok(
+        {
+            **await request.app[p2p_routes.NODE_INFO].describe(),
+            "database": node.db.dialect,
+            "records": await node.log.count(),
+            "users": len(await node.accounts.list_users()),
+        }
+    )
+
+
+def create_app(node: Node, admin_token: str) -> web.Application:
+    app = web.Application(
+        client_max_size=node.config.server.max_body_bytes,
+        middlewares=[
+            error_middleware,
+            account_routes.make_auth_middleware(node.accounts, admin_token),
+        ],
+    )
+    app[NODE] = node
+    app[account_routes.ACCOUNTS] = node.accounts
+    app[p2p_routes.NODE_INFO] = p2p_routes.NodeInfo(
+        did=node.node_key.did,
+        name=node.config.node.name,
+        version=__version__,
+        public_url=node.config.public_url,
+        log=node.log,
+    )
+
+    async def database_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await check_schema(node.db)
+        await node.log.ensure_epoch()
+        log.info("database ready", extra={"url": node.db.safe_url})
+        yield
+        await node.db.close()
+
+    app.cleanup_ctx.append(database_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/admin/status", admin_status)
+    p2p_routes.add_routes(app)
+    account_routes.add_routes(app)
+    return app

@@ -1,0 +1,1 @@
+"""The catalog: models, versions, files and images projected from records; search; APIs."""

@@ -1,0 +1,1 @@
+"""Donated compute: the job queue and the worker (diffusers generation, peft training)."""

@@ -1,0 +1,214 @@
+"""One typed configuration, from ``config.toml``, then ``CIVITAS_*`` variables, then flags.
+
+Each section is a dataclass whose fields carry their documentation; ``civitas init``
+writes every setting out, commented, from the same definitions. An unknown key, a value
+of the wrong type or out of range is a :class:`ConfigError` that names the key.
+Environment variables are ``CIVITAS_<SECTION>_<KEY>`` (``CIVITAS_SERVER_PORT=8081``).
+"""
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("logfmt", "json")
+
+
+def setting(default: Any, doc: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "check": check})
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number from 0 to 65535"
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _database_url(value: str) -> str | None:
+    if value == "" or value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        return None
+    return "must be empty (SQLite in the home), sqlite+aiosqlite://… or postgresql+asyncpg://…"
+
+
+@dataclass
+class NodeSection:
+    name: str = setting(
+        socket.gethostname() or "civitas", "The node's display name, shown to peers and users."
+    )
+    public_url: str = setting(
+        "", "Base URL where others reach this node; empty: http://HOST:PORT of [server]."
+    )
+
+
+@dataclass
+class ServerSection:
+    host: str = setting("127.0.0.1", "Address the HTTP server listens on.")
+    port: int = setting(8080, "TCP port the HTTP server listens on (0: any free port).", _port)
+    max_body_bytes: int = setting(
+        1024 * 1024, "Largest request body accepted by JSON endpoints, in bytes.", _positive
+    )
+
+
+@dataclass
+class DatabaseSection:
+    url: str = setting(
+        "",
+        "Database URL; empty: SQLite at HOME/civitas.db. PostgreSQL: "
+        "postgresql+asyncpg://USER@HOST:5432/DB",
+        _database_url,
+    )
+
+
+@dataclass
+class LogSection:
+    level: str = setting("info", "Log level: debug, info, warning or error.", _one_of(*LOG_LEVELS))
+    format: str = setting("logfmt", "One line per event: logfmt or json.", _one_of(*LOG_FORMATS))
+
+
+@dataclass
+class AuthSection:
+    session_hours: int = setting(24 * 14, "How long a web UI login lasts, in hours.", _positive)
+
+
+@dataclass
+class Config:
+    home: Path
+    node: NodeSection = field(default_factory=NodeSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    log: LogSection = field(default_factory=LogSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.home / 'civitas.db'}"
+
+    @property
+    def public_url(self) -> str:
+        if self.node.public_url:
+            return self.node.public_url.rstrip("/")
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type
+    for f in dataclasses.fields(Config)
+    if isinstance(f.type, type) and f.name != "home"
+}
+Overrides = Mapping[tuple[str, str], Any]
+
+
+def _coerce(section: str, key: str, value: Any, want: type, source: str) -> Any:
+    name = f"{section}.{key}"
+    if isinstance(value, str) and want is int and source == "environment":
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} (from {source}): {value!r} is not a {want.__name__}"
+            ) from None
+    if want is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{name} (in {source}) must be an integer, not {value!r}")
+    if want is str and not isinstance(value, str):
+        raise ConfigError(f"{name} (in {source}) must be a string, not {value!r}")
+    return value
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown section [{section}] in {source}; known: {', '.join(SECTIONS)}")
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+    if key not in fields:
+        raise ConfigError(
+            f"unknown setting {section}.{key} in {source}; known in [{section}]: "
+            f"{', '.join(fields)}"
+        )
+    f = fields[key]
+    want = f.type
+    assert isinstance(want, type)
+    value = _coerce(section, key, value, want, source)
+    check = f.metadata.get("check")
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{section}.{key} (in {source}) {problem}; got {value!r}")
+    setattr(getattr(cfg, section), key, value)
+
+
+def config_path(home: Path) -> Path:
+    return home / "config.toml"
+
+
+def load_config(
+    home: Path,
+    overrides: Overrides | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load ``HOME/config.toml`` (if present), then environment, then ``overrides``."""
+    cfg = Config(home=home)
+    path = config_path(home)
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {section!r} must be a [section] table")
+            for key, value in values.items():
+                _apply(cfg, section, key, value, str(path))
+    env = os.environ if environ is None else environ
+    for var, value in env.items():
+        if not var.startswith("CIVITAS_"):
+            continue
+        rest = var[len("CIVITAS_") :].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                _apply(cfg, section, rest[len(section) + 1 :], value, "environment")
+    for (section, key), value in (overrides or {}).items():
+        if value is not None:
+            _apply(cfg, section, key, value, "command line")
+    return cfg
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def render_config(cfg: Config) -> str:
+    """A config.toml with every setting written out and documented."""
+    lines = [
+        "# Civitas node configuration.",
+        "# Every setting is listed with its default. Environment variables",
+        "# CIVITAS_<SECTION>_<KEY> override this file; command-line flags override both.",
+    ]
+    for section in SECTIONS:
+        lines += ["", f"[{section}]"]
+        for f in dataclasses.fields(SECTIONS[section]):
+            lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+    return "\n".join(lines) + "\n"
+
+
+def all_settings() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]

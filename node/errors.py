@@ -1,0 +1,116 @@
+"""The Civitas exception hierarchy.
+
+Every error a user can cause carries a stable machine ``code`` and a human ``message``
+that says what was wrong and, where it helps, what to do. The HTTP layer maps them to
+``{"error": code, "message": ...}`` with the class's ``status``; the CLI prints the
+message and exits non-zero. Anything else that escapes is a bug: it is logged and
+answered with a bare 500, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CivitasError(Exception):
+    """Base of every error Civitas reports to a user."""
+
+    code = "civitas_error"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(CivitasError):
+    code = "config_invalid"
+
+
+class HomeError(CivitasError):
+    """The node home is missing, already initialised, locked or unsafe."""
+
+    code = "home_error"
+
+
+class KeyFileError(HomeError):
+    code = "key_file_error"
+
+
+class DatabaseError(CivitasError):
+    code = "database_error"
+    status = 503
+
+
+class BadRequest(CivitasError):
+    code = "bad_request"
+
+
+class NotFound(CivitasError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(CivitasError):
+    code = "conflict"
+    status = 409
+
+
+class Unauthorized(CivitasError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(CivitasError):
+    code = "forbidden"
+    status = 403
+
+
+class PayloadTooLarge(CivitasError):
+    code = "payload_too_large"
+    status = 413
+
+
+# --- records ---------------------------------------------------------------------------
+
+
+class RecordError(CivitasError):
+    """A record was refused. Subclasses say which rule it broke."""
+
+    code = "record_invalid"
+
+
+class RecordTooLarge(RecordError):
+    code = "record_too_large"
+
+
+class RecordMalformed(RecordError):
+    code = "record_malformed"
+
+
+class RecordNotCanonical(RecordError):
+    code = "record_not_canonical"
+
+
+class RecordUnknownVersion(RecordError):
+    code = "record_unknown_version"
+
+
+class RecordTooDeep(RecordError):
+    code = "record_too_deep"
+
+
+class RecordFromFuture(RecordError):
+    code = "record_from_future"
+
+
+class BadSignature(RecordError):
+    code = "record_bad_signature"
+
+
+class MalformedDid(RecordError):
+    code = "did_malformed"
+
+
+class RecordRejected(RecordError):
+    """Well-formed and signed, but against a record rule (schema, authorship)."""
+
+    code = "record_rejected"

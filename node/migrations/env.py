@@ -1,0 +1,19 @@
+"""Alembic environment: migrations run on the connection :mod:`node.db` hands in."""
+
+from alembic import context
+
+import node.accounts.tables
+import node.p2p.tables  # noqa: F401  (register tables on the shared metadata)
+from node.db import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations with `civitas migrate`, not the alembic command")
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,1 @@
+"""Moderation: takedown notices and decisions, takedown lists, enforcement, reports."""

@@ -1,0 +1,64 @@
+"""How record types become tables: body rules and projections, registered per type.
+
+Each package registers, for the record types it owns, a body rule (checked before a
+record is appended) and a projection (how a visible record updates that package's
+tables). A projection must be a function of the *set* of visible records, never of
+their arrival order: rebuilding from the log in any order gives the same tables.
+Records of types nobody registered are stored and relayed, but not projected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.p2p.records import Record
+
+BodyRule = Callable[[Mapping[str, Any]], None]
+ApplyFn = Callable[[AsyncConnection, Record], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Tables derived from records of some types."""
+
+    name: str
+    record_types: frozenset[str]
+    tables: Sequence[sa.Table]
+    apply: ApplyFn
+
+
+@dataclass
+class RecordTypes:
+    """The registry of known record types: their body rules and projections."""
+
+    rules: dict[str, BodyRule] = field(default_factory=dict)
+    projections: list[Projection] = field(default_factory=list)
+
+    def register_rule(self, record_type: str, rule: BodyRule) -> None:
+        if record_type in self.rules:
+            raise ValueError(f"record type {record_type!r} already has a body rule")
+        self.rules[record_type] = rule
+
+    def register_projection(self, projection: Projection) -> None:
+        self.projections.append(projection)
+
+    def check_body(self, record: Record) -> None:
+        rule = self.rules.get(record.type)
+        if rule is not None:
+            rule(record.body)
+
+    def projections_for(self, record_type: str) -> Iterable[Projection]:
+        return (p for p in self.projections if record_type in p.record_types)
+
+    async def project(self, conn: AsyncConnection, record: Record) -> None:
+        for projection in self.projections_for(record.type):
+            await projection.apply(conn, record)
+
+    @property
+    def projected_types(self) -> frozenset[str]:
+        return frozenset().union(*(p.record_types for p in self.projections))

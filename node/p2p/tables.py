@@ -1,0 +1,44 @@
+"""Tables owned by the p2p layer: node metadata, the record log and author identities."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from node.db import BigIntPK, metadata
+
+node_meta = sa.Table(
+    "node_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# The append-only log of every record this node accepted. ``seq`` is local to this node;
+# ``id`` is the record's global identity. A purged record keeps its row (so it is never
+# accepted again) but loses its bytes.
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("seq", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("received", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="visible"),
+    sa.Column("raw", sa.LargeBinary, nullable=True),
+    sa.CheckConstraint("state IN ('visible', 'suppressed', 'purged')", name="state"),
+    sa.Index("ix_records_type_author", "type", "author"),
+)
+
+# Projection of ``profile`` records: one row per author key, the newest profile wins.
+authors = sa.Table(
+    "authors",
+    metadata,
+    sa.Column("did", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("bio", sa.Text, nullable=False, server_default=""),
+    sa.Column("next_key", sa.LargeBinary(32), nullable=True),
+    sa.Column("profile_id", sa.LargeBinary(32), nullable=False),
+    sa.Column("profile_created", sa.BigInteger, nullable=False),
+)
