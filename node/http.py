@@ -43,6 +43,7 @@ class Principal:
 
 
 ANONYMOUS = Principal()
+PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION_COOKIE = "civitas_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -115,7 +116,7 @@ def field(data: dict[str, Any], name: str, kind: type = str, *, default: Any = .
 
 
 def principal(request: web.Request) -> Principal:
-    return request.get("principal", ANONYMOUS)
+    return request.get(PRINCIPAL, ANONYMOUS)
 
 
 def require_user(request: web.Request) -> Principal:

@@ -12,6 +12,7 @@ from node.errors import Forbidden
 from node.http import (
     ANONYMOUS,
     CSRF_HEADER,
+    PRINCIPAL,
     SAFE_METHODS,
     SESSION_COOKIE,
     Handler,
@@ -52,7 +53,7 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
                 if request.method not in SAFE_METHODS:
                     _check_same_site(request, session)
                 who = session
-        request["principal"] = who
+        request[PRINCIPAL] = who
         return await handler(request)
 
     return auth_middleware
