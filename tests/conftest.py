@@ -57,8 +57,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 def make_home(path: Path, database_url: str | None = None) -> tuple[Home, Config]:
     """Create a home the way ``civitas init`` does (without migrating)."""
     home = Home(path)
-    config = load_config(home.path, {("node", "name"): "test-node", ("server", "port"): 0},
-                         environ={})
+    config = load_config(
+        home.path, {("node", "name"): "test-node", ("server", "port"): 0}, environ={}
+    )
     if database_url:
         config.database.url = database_url
     home.create(render_config(config))

@@ -26,6 +26,8 @@ from node.http import (
 )
 
 ACCOUNTS = web.AppKey("accounts", AccountService)
+# Logging in replaces whatever session the browser had, so it needs no CSRF token of one.
+CSRF_EXEMPT = frozenset({"/api/auth/login"})
 
 
 def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
@@ -47,20 +49,26 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
                 user = await accounts.user_for_token(token)
                 if user is not None:
                     who = Principal(user=user)
-        elif SESSION_COOKIE in request.cookies:
+        elif SESSION_COOKIE in request.cookies and request.path not in CSRF_EXEMPT:
             session = await accounts.session(request.cookies[SESSION_COOKIE])
             if session is not None:
                 if request.method not in SAFE_METHODS:
                     _check_same_site(request, session)
                 who = session
+        if request.method not in SAFE_METHODS and _cross_site(request):
+            raise Forbidden("cross-site requests may not change anything")
         request[PRINCIPAL] = who
         return await handler(request)
 
     return auth_middleware
 
 
+def _cross_site(request: web.Request) -> bool:
+    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
 def _check_same_site(request: web.Request, session: Principal) -> None:
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    if _cross_site(request):
         raise Forbidden("cross-site requests may not change anything")
     sent = request.headers.get(CSRF_HEADER, "")
     if not session.csrf_token or not hmac.compare_digest(
