@@ -11,8 +11,8 @@ from aiohttp import web
 from node.app import build_node, create_app
 from node.config import Config
 from node.home import Home
-from node.p2p.routes import NODE_INFO
 from node.logs import setup_logging
+from node.p2p.routes import NODE_INFO
 
 log = logging.getLogger("civitas.node")
 
