@@ -29,13 +29,13 @@ test: $(VENV)/.installed-test
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check node tests bench
-	$(BIN)/ruff format --check node tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format node tests bench
-	$(BIN)/ruff check --fix node tests bench
+	$(BIN)/ruff format
+	$(BIN)/ruff check --fix
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
