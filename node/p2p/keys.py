@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -119,7 +119,7 @@ class SigningKey:
     def from_pem(cls, data: bytes, source: str = "key") -> SigningKey:
         try:
             key = serialization.load_pem_private_key(data, password=None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise KeyFileError(f"{source} is not an unencrypted PKCS#8 PEM key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"{source} holds a key that is not Ed25519")

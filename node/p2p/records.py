@@ -39,19 +39,49 @@ SIGNATURE_BYTES = 64
 ENVELOPE_FIELDS = frozenset({"v", "type", "author", "created", "body", "sig"})
 
 
-def _canonical_form(value: Any, path: str) -> Any:
-    """Return ``value`` with every map's keys sorted by their UTF-8 bytes."""
+def _utf8(text: str, path: str) -> bytes:
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordMalformed(
+            f"{path}: strings must be valid Unicode (no lone surrogates)"
+        ) from None
+    if len(encoded) > MAX_STRING_BYTES:
+        raise RecordMalformed(f"{path}: strings are limited to {MAX_STRING_BYTES} bytes")
+    return encoded
+
+
+def exceeds_depth(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit``, recursing at most ``limit + 1`` levels."""
     if isinstance(value, Mapping):
+        items: Any = value.values()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return False
+    return limit <= 0 or any(exceeds_depth(item, limit - 1) for item in items)
+
+
+def _canonical_form(value: Any, path: str) -> Any:
+    """Return ``value`` with every map's keys sorted by their UTF-8 bytes, within limits."""
+    if isinstance(value, Mapping):
+        if len(value) > MAX_MAP_KEYS:
+            raise RecordMalformed(f"{path}: maps are limited to {MAX_MAP_KEYS} keys")
         items = []
         for key, item in value.items():
             if not isinstance(key, str):
                 raise RecordMalformed(f"{path}: map keys must be strings, not {type(key).__name__}")
-            items.append((key.encode("utf-8"), key, _canonical_form(item, f"{path}.{key}")))
+            items.append((_utf8(key, path), key, _canonical_form(item, f"{path}.{key}")))
         items.sort(key=lambda entry: entry[0])
         return {key: item for _, key, item in items}
     if isinstance(value, list | tuple):
+        if len(value) > MAX_LIST_ITEMS:
+            raise RecordMalformed(f"{path}: lists are limited to {MAX_LIST_ITEMS} items")
         return [_canonical_form(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if value is None or isinstance(value, bool | int | str | bytes):
+    if isinstance(value, str):
+        _utf8(value, path)
+        return value
+    if value is None or isinstance(value, bool | int | bytes):
         return value
     raise RecordMalformed(
         f"{path}: {type(value).__name__} is not allowed in a record "
@@ -69,15 +99,6 @@ def canonical_encode(value: Any) -> bytes:
 
 def record_id_of(unsigned_envelope: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(ID_DOMAIN + canonical_encode(unsigned_envelope)).digest()
-
-
-def depth_of(value: Any) -> int:
-    """Nesting depth: a scalar is 0, a map or list is one more than its deepest item."""
-    if isinstance(value, dict):
-        return 1 + max((depth_of(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((depth_of(v) for v in value), default=0)
-    return 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,8 @@ def sign_record(
     key: SigningKey, record_type: str, body: Mapping[str, Any], created: int | None = None
 ) -> Record:
     """Build and sign a record; the result passes :func:`verify_record`."""
+    if exceeds_depth(body, MAX_BODY_DEPTH):
+        raise RecordTooDeep(f"body nests deeper than {MAX_BODY_DEPTH} levels")
     unsigned = {
         "v": RECORD_VERSION,
         "type": record_type,
@@ -192,7 +215,7 @@ def _check_envelope(envelope: Mapping[str, Any]) -> None:
     body = envelope.get("body")
     if not isinstance(body, dict):
         raise RecordMalformed("body must be a map")
-    if depth_of(body) > MAX_BODY_DEPTH:
+    if exceeds_depth(body, MAX_BODY_DEPTH):
         raise RecordTooDeep(f"body nests deeper than {MAX_BODY_DEPTH} levels")
 
 
@@ -206,6 +229,8 @@ def verify_record(raw: bytes, now: int | None = None) -> Record:
     envelope = _decode_bounded(raw)
     if not isinstance(envelope, dict):
         raise RecordMalformed("a record is a msgpack map")
+    if exceeds_depth(envelope, MAX_BODY_DEPTH + 1):  # before anything recurses over it
+        raise RecordTooDeep(f"body nests deeper than {MAX_BODY_DEPTH} levels")
     _check_no_floats(envelope, "$")
     if canonical_encode(envelope) != raw:
         raise RecordNotCanonical(
