@@ -120,9 +120,7 @@ def _coerce(section: str, key: str, value: Any, want: type, source: str) -> Any:
         try:
             value = int(value)
         except ValueError:
-            raise ConfigError(
-                f"{name} (from {source}): {value!r} is not a {want.__name__}"
-            ) from None
+            raise ConfigError(f"{name} (from {source}): {value!r} is not an integer") from None
     if want is int and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{name} (in {source}) must be an integer, not {value!r}")
     if want is str and not isinstance(value, str):

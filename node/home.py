@@ -68,7 +68,7 @@ class Home:
         if not self.exists():
             raise HomeError(
                 f"{self.path} is not a Civitas home; "
-                f"create it with `civitas init --home {self.path}`"
+                f"create it with `civitas --home {self.path} init`"
             )
 
     # --- creation -----------------------------------------------------------------
@@ -163,7 +163,9 @@ class Home:
         return info
 
     def write_runtime(self, url: str) -> None:
-        self.runtime_file.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+        temp = self.runtime_file.with_suffix(".json.tmp")
+        temp.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+        os.replace(temp, self.runtime_file)  # readers never see half a file
 
     def clear_runtime(self) -> None:
         self.runtime_file.unlink(missing_ok=True)

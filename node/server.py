@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node.app import build_node, create_app
 from node.config import Config
+from node.errors import ConfigError
 from node.home import Home
 from node.logs import setup_logging
 from node.p2p.routes import NODE_INFO
@@ -24,7 +25,13 @@ async def run_node(config: Config, home: Home, stop: asyncio.Event) -> None:
     await runner.setup()  # runs cleanup_ctx startup: database check, schema check
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {config.server.host}:{config.server.port} "
+                f"(server.host, server.port): {exc.strerror or exc}"
+            ) from None
         port = runner.addresses[0][1]
         url = f"http://{config.server.host}:{port}"
         if not config.node.public_url:
