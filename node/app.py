@@ -16,13 +16,22 @@ from aiohttp import web
 from node import __version__
 from node.accounts import routes as account_routes
 from node.accounts.service import AccountService
+from node.catalog import projection as catalog_projection
+from node.catalog import routes as catalog_routes
+from node.catalog.previews import PreviewCache
+from node.catalog.publish import Publisher
+from node.catalog.search import ModelSearch
+from node.catalog.service import CatalogService
+from node.catalog.views import CatalogViews
 from node.config import Config
 from node.db import Database, head_revision
 from node.errors import DatabaseError
 from node.home import Home
 from node.http import error_middleware, json_ok, require_admin
+from node.openapi import openapi_json
 from node.p2p import identity
 from node.p2p import routes as p2p_routes
+from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.projections import RecordTypes
@@ -34,6 +43,7 @@ def build_record_types() -> RecordTypes:
     """Every record type this software knows, with its rules and projections."""
     types = RecordTypes()
     identity.register(types)
+    catalog_projection.register(types)
     return types
 
 
@@ -45,18 +55,33 @@ class Node:
     db: Database
     log: RecordLog
     accounts: AccountService
+    store: FileStore
+    catalog: CatalogService
 
 
 def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -> Node:
     db = Database(config.database_url)
     record_log = RecordLog(db, build_record_types())
+    accounts = AccountService(db, record_log, home, config.auth.session_hours)
+    store = FileStore(home.path / "files", db)
+    catalog = CatalogService(
+        publisher=Publisher(db, record_log, store),
+        search_index=ModelSearch(db),
+        views=CatalogViews(db),
+        store=store,
+        previews=PreviewCache(home.path / "previews"),
+        accounts=accounts,
+        author_key=home.author_key,
+    )
     return Node(
         config=config,
         home=home,
         node_key=node_key or home.node_key(),
         db=db,
         log=record_log,
-        accounts=AccountService(db, record_log, home, config.auth.session_hours),
+        accounts=accounts,
+        store=store,
+        catalog=catalog,
     )
 
 
@@ -71,6 +96,13 @@ async def check_schema(db: Database) -> None:
 
 
 NODE = web.AppKey("node", Node)
+
+
+def set_public_url(app: web.Application, url: str) -> None:
+    """Where others reach this node, once known (the configured URL, or the bound port)."""
+    url = url.rstrip("/")
+    app[p2p_routes.NODE_INFO].public_url = url
+    app[NODE].catalog.views.base_url = url
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -101,6 +133,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     )
     app[NODE] = node
     app[account_routes.ACCOUNTS] = node.accounts
+    app[catalog_routes.CATALOG] = node.catalog
     app[p2p_routes.NODE_INFO] = p2p_routes.NodeInfo(
         did=node.node_key.did,
         name=node.config.node.name,
@@ -112,13 +145,18 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     async def database_ctx(_app: web.Application) -> AsyncIterator[None]:
         await check_schema(node.db)
         await node.log.ensure_epoch()
-        log.info("database ready", extra={"url": node.db.safe_url})
+        node.store.prepare()
+        removed = await node.store.clean()
+        log.info("database ready", extra={"url": node.db.safe_url, "orphans_removed": removed})
         yield
         await node.db.close()
 
     app.cleanup_ctx.append(database_ctx)
+    set_public_url(app, node.config.public_url)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/admin/status", admin_status)
+    app.router.add_get("/api/openapi.json", openapi_json)
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
+    catalog_routes.add_routes(app)
     return app

@@ -8,12 +8,11 @@ import signal
 
 from aiohttp import web
 
-from node.app import build_node, create_app
+from node.app import build_node, create_app, set_public_url
 from node.config import Config
 from node.errors import ConfigError
 from node.home import Home
 from node.logs import setup_logging
-from node.p2p.routes import NODE_INFO
 
 log = logging.getLogger("civitas.node")
 
@@ -35,7 +34,7 @@ async def run_node(config: Config, home: Home, stop: asyncio.Event) -> None:
         port = runner.addresses[0][1]
         url = f"http://{config.server.host}:{port}"
         if not config.node.public_url:
-            app[NODE_INFO].public_url = url
+            set_public_url(app, url)
         home.write_runtime(url)
         log.info("serving", extra={"url": url, "did": node.node_key.did, "home": str(home.path)})
         print(f"civitas node {node.node_key.did} serving on {url}", flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from node.app import Node, build_node, create_app
+from node.app import Node, build_node, create_app, set_public_url
 from node.config import Config, load_config, render_config
 from node.db import sqlite_url
 from node.home import Home
@@ -82,6 +82,7 @@ async def client(node: Node) -> AsyncIterator[TestClient]:
     """A live HTTP server for ``node`` on 127.0.0.1 and a client for it."""
     app = create_app(node, node.home.admin_token())
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        set_public_url(app, str(test_client.make_url("")))
         yield test_client
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from node.app import Node, create_app
 from node.cli import main
@@ -43,5 +44,20 @@ async def test_every_endpoint_is_documented(node: Node) -> None:
             continue
         path = route.resource.canonical if route.resource else ""
         if f"`{route.method} {path}`" not in README:
+            missing.append(f"{route.method} {path}")
+    assert missing == []
+
+
+async def test_openapi_describes_every_route(client: TestClient) -> None:
+    from openapi_spec_validator import validate
+
+    doc = await (await client.get("/api/openapi.json")).json()
+    validate(doc)
+    missing = []
+    for route in client.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical if route.resource else ""
+        if route.method.lower() not in doc["paths"].get(path, {}):
             missing.append(f"{route.method} {path}")
     assert missing == []

@@ -153,7 +153,10 @@ def status(ctx: Context) -> None:
 
 
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
+from node.cli.catalog import publish, search  # noqa: E402
 
 main.add_command(user)
 main.add_command(token)
 main.add_command(keys)
+main.add_command(publish)
+main.add_command(search)

@@ -3,6 +3,7 @@
 from alembic import context
 
 import node.accounts.tables
+import node.catalog.tables
 import node.p2p.tables  # noqa: F401  (register tables on the shared metadata)
 from node.db import metadata
 

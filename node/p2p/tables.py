@@ -42,3 +42,14 @@ authors = sa.Table(
     sa.Column("profile_id", sa.LargeBinary(32), nullable=False),
     sa.Column("profile_created", sa.BigInteger, nullable=False),
 )
+
+# Files this node holds, by SHA256 (uppercase hex). ``in_place`` files live where the
+# operator keeps them; the others under HOME/files/.
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("in_place", sa.Boolean, nullable=False, server_default=sa.false()),
+)

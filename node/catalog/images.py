@@ -1,0 +1,384 @@
+"""Image ingest: validate untrusted uploads, read their generation metadata, hash them.
+
+Only PNG, JPEG and WebP are accepted, recognised by their magic bytes and opened with that
+one Pillow plugin. Every limit that the header can answer (bytes, sides, pixels) is
+checked before a pixel is decoded, so a small file cannot make the node allocate
+gigabytes. Served copies lose GPS data but keep the generation metadata people share
+images for; they are edited at the container level, so pixels are never re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pdqhash
+from PIL import Image, ImageOps
+
+from node.catalog import genmeta
+from node.errors import BadRequest, CivitasError
+
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+MAX_SIDE = 16384
+PDQ_BYTES = 32
+_PDQ_SIDE = 1024  # PDQ downsamples to 64x64 anyway; hashing a 1024px copy is far faster
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+# What Pillow raises on malformed input (its own fuzzers expect these).
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+_EXIF_IFD, _GPS_IFD, _USER_COMMENT, _MAKER_NOTE = 0x8769, 0x8825, 0x9286, 0x927C
+# PNG text chunks that carry XMP/EXIF/IPTC (and so possibly a location) rather than prompts.
+_PNG_PROFILE_KEYS = (b"XML:com.adobe.xmp", b"Raw profile type")
+
+
+class ImageError(CivitasError):
+    """The image was refused. Subclasses say why."""
+
+    code = "image_invalid"
+
+
+class ImageTooLarge(ImageError):
+    code = "image_too_large"
+    status = 413
+
+
+class UnsupportedImage(ImageError):
+    code = "image_unsupported"
+    status = 415
+
+
+class ImageTooManyPixels(ImageError):
+    """Too many pixels for its size: a decompression bomb, or just too big to decode."""
+
+    code = "image_too_many_pixels"
+    status = 413
+
+
+class CorruptImage(ImageError):
+    code = "image_corrupt"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str  # "PNG" | "JPEG" | "WEBP"
+    mime: str
+    meta: dict[str, Any] | None  # Civitai ``meta`` fields; None when the image has none
+    pdq: bytes | None  # 256-bit PDQ hash, big-endian: .hex() is ThreatExchange's hex form
+    pdq_quality: int | None  # 0-100; hashes under 50 match poorly
+    sha256: str  # uppercase hex of the bytes as uploaded
+    size: int
+
+
+# --- opening -----------------------------------------------------------------------------
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    raise UnsupportedImage("not a PNG, JPEG or WebP image; only those formats are accepted")
+
+
+def _open(data: bytes) -> tuple[Image.Image, str]:
+    """Open lazily (header only) and enforce every limit the header can answer."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageTooLarge(f"images may be at most {MAX_IMAGE_BYTES // 2**20} MiB")
+    fmt = _sniff(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(f"image declares too many pixels: {exc}") from exc
+    except _PIL_ERRORS as exc:
+        raise CorruptImage(f"unreadable {fmt} image: {exc}") from exc
+    width, height = image.size
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
+        image.close()
+        raise ImageTooManyPixels(
+            f"image is {width}x{height}; at most {MAX_SIDE} px a side and "
+            f"{MAX_PIXELS:,} pixels are accepted"
+        )
+    return image, fmt
+
+
+def _decode(data: bytes) -> tuple[Image.Image, str]:
+    """Open, verify the structure (CRCs, chunk order), then really decode the first frame."""
+    image, fmt = _open(data)
+    try:
+        with image:
+            image.verify()
+        image, fmt = _open(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooManyPixels(f"image declares too many pixels: {exc}") from exc
+    except _PIL_ERRORS as exc:
+        raise CorruptImage(f"corrupt or truncated {fmt} image: {exc}") from exc
+    return image, fmt
+
+
+# --- metadata ----------------------------------------------------------------------------
+
+
+def _user_comment_text(raw: Any) -> str | None:
+    """Decode EXIF UserComment: an 8-byte charset prefix, then the text.
+
+    A1111 (through piexif) writes ``UNICODE`` + UTF-16 big-endian; other writers follow
+    the TIFF byte order, so the byte order is guessed from where ASCII's zero bytes fall.
+    """
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, bytes) or len(raw) < 8:
+        return None
+    prefix, body = raw[:8], raw[8:]
+    if prefix == b"UNICODE\0":
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            return body.decode("utf-16", "replace")
+        sample = body[:256]
+        big = sample[0::2].count(0) >= sample[1::2].count(0)
+        return body.decode("utf-16-be" if big else "utf-16-le", "replace").rstrip("\0")
+    return body.decode("utf-8", "replace").rstrip("\0")
+
+
+def _read_meta(image: Image.Image, fmt: str) -> dict[str, Any] | None:
+    """PNG text chunks, or EXIF UserComment (JPEG/WebP), parsed into Civitai ``meta``."""
+    texts: dict[str, str] = {}
+    try:
+        if fmt == "PNG":
+            texts = {k: str(v) for k, v in getattr(image, "text", {}).items()}
+        else:
+            comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+            text = _user_comment_text(comment)
+            if text is None and isinstance(image.info.get("comment"), bytes):
+                text = image.info["comment"].decode("utf-8", "replace")
+            if text and "Steps: " in text:  # only A1111-shaped comments are prompts
+                texts["parameters"] = text
+    except _PIL_ERRORS:
+        return None
+    meta: dict[str, Any] = {}
+    if texts.get("prompt") or texts.get("workflow"):
+        meta.update(genmeta.parse_comfy(texts.get("prompt"), texts.get("workflow")))
+    if texts.get("parameters"):
+        try:
+            meta.update(genmeta.parse_a1111(texts["parameters"]))
+        except genmeta.MetadataError:
+            pass
+    return meta or None
+
+
+def _pdq(image: Image.Image) -> tuple[bytes, int]:
+    """PDQ (Meta's perceptual hash, used for hash-sharing in moderation) of the image as
+    displayed. Kept behind this one function so the implementation can be swapped."""
+    rgb = image.convert("RGB")
+    if max(rgb.size) > _PDQ_SIDE:
+        rgb.thumbnail((_PDQ_SIDE, _PDQ_SIDE), Image.Resampling.BOX)
+    bits, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)))
+    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes(), int(quality)
+
+
+def pdq_distance(a: bytes, b: bytes) -> int:
+    """Hamming distance of two PDQ hashes; 31 or less is the usual "same image" threshold."""
+    if len(a) != PDQ_BYTES or len(b) != PDQ_BYTES:
+        raise ValueError(f"PDQ hashes are {PDQ_BYTES} bytes")
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+def inspect_image(data: bytes) -> ImageInfo:
+    """Validate an uploaded image and describe it; raises an :class:`ImageError` if refused."""
+    image, fmt = _decode(data)
+    with image:
+        meta = _read_meta(image, fmt)
+        try:
+            shown = ImageOps.exif_transpose(image) or image
+        except _PIL_ERRORS:
+            shown = image
+        pdq, quality = _pdq(shown)
+        return ImageInfo(
+            width=image.width,
+            height=image.height,
+            format=fmt,
+            mime=_MIME[fmt],
+            meta=meta,
+            pdq=pdq,
+            pdq_quality=quality,
+            sha256=hashlib.sha256(data).hexdigest().upper(),
+            size=len(data),
+        )
+
+
+# --- served copies -----------------------------------------------------------------------
+
+
+def _exif_without_gps(payload: bytes) -> bytes | None:
+    """The TIFF body of an EXIF block with the GPS IFD (and MakerNote) gone.
+
+    Unchanged bytes when there is no GPS; ``None`` (drop the block) when it cannot be
+    read, since an unreadable block could still hold a location.
+    """
+    body = payload[6:] if payload.startswith(b"Exif\0\0") else payload
+    exif = Image.Exif()
+    try:
+        exif.load(body)
+        if _GPS_IFD not in exif:
+            return body
+        del exif[_GPS_IFD]  # before any get_ifd(GPS): tobytes() writes back loaded IFDs
+        exif.get_ifd(_EXIF_IFD).pop(_MAKER_NOTE, None)  # vendor blobs may hold GPS too
+        return exif.tobytes()[6:]
+    except _PIL_ERRORS:
+        return None
+
+
+def _jpeg_end(data: bytes, pos: int) -> int:
+    """Offset just past EOI, walking scans (entropy-coded data) and the segments between."""
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return pos + 2
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        while marker == 0xDA:  # scan data ends at the first 0xFF that is not 0x00/RST/fill
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= len(data):
+                return len(data)
+            following = data[pos + 1]
+            if following == 0xFF:
+                pos += 1
+            elif following == 0 or 0xD0 <= following <= 0xD7:
+                pos += 2
+            else:
+                break
+    return len(data)
+
+
+def _scrub_jpeg(data: bytes) -> bytes:
+    out, pos = [data[:2]], 2
+    while True:
+        if pos + 4 > len(data) or data[pos] != 0xFF:
+            raise CorruptImage("JPEG has no image data (no start-of-scan marker)")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the rest is image data up to EOI
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            out.append(data[pos : pos + 2])
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if end > len(data) or end < pos + 4:
+            raise CorruptImage("JPEG segment runs past the end of the file")
+        segment = data[pos + 4 : end]
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            body = _exif_without_gps(segment)
+            if body is not None and len(body) + 8 <= 0xFFFF:
+                out.append(b"\xff\xe1" + (len(body) + 8).to_bytes(2, "big") + b"Exif\0\0" + body)
+        elif not (
+            (marker == 0xE1 and segment.startswith(b"http://ns.adobe.com/"))  # XMP
+            or marker == 0xED  # Photoshop/IPTC: may name a place
+            or (marker == 0xE2 and segment.startswith(b"MPF\0"))  # index of appended images
+        ):
+            out.append(data[pos:end])
+        pos = end
+    out.append(data[pos : _jpeg_end(data, pos)])  # drops appended images and trailers
+    return b"".join(out)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+def _scrub_png(data: bytes) -> bytes:
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, end = data[pos + 4 : pos + 8], pos + 12 + length
+        if end > len(data):
+            raise CorruptImage("PNG chunk runs past the end of the file")
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"eXIf":
+            new = _exif_without_gps(body)
+            if new is not None:
+                out.append(data[pos:end] if new == body else _png_chunk(kind, new))
+        elif not (kind in (b"tEXt", b"zTXt", b"iTXt") and body.startswith(_PNG_PROFILE_KEYS)):
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+def _scrub_webp(data: bytes) -> bytes:
+    chunks: list[bytes] = []
+    pos, exif_kept = 12, False
+    while pos + 8 <= len(data):
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        end = pos + 8 + size + (size & 1)
+        if pos + 8 + size > len(data):
+            raise CorruptImage("WebP chunk runs past the end of the file")
+        if kind == b"EXIF":
+            body = _exif_without_gps(data[pos + 8 : pos + 8 + size])
+            if body is not None:
+                pad = b"\0" if len(body) & 1 else b""
+                chunks.append(kind + len(body).to_bytes(4, "little") + body + pad)
+                exif_kept = True
+        elif kind != b"XMP ":
+            chunks.append(data[pos:end])
+        pos = end
+    if chunks and chunks[0][:4] == b"VP8X":  # flags: 0x08 EXIF present, 0x04 XMP present
+        flags = (chunks[0][8] & ~0x0C) | (0x08 if exif_kept else 0)
+        chunks[0] = chunks[0][:8] + bytes([flags]) + chunks[0][9:]
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def served_copy(data: bytes) -> bytes:
+    """The image as we serve it: GPS and XMP/IPTC removed, generation metadata and pixels
+    kept byte for byte, same format."""
+    image, fmt = _open(data)
+    image.close()
+    scrub = {"JPEG": _scrub_jpeg, "PNG": _scrub_png, "WEBP": _scrub_webp}[fmt]
+    return scrub(data)
+
+
+def resized(data: bytes, width: int) -> bytes:
+    """A preview at most ``width`` px wide, same format, aspect kept, never upscaled.
+
+    Previews carry no metadata; an image already narrow enough is its served copy.
+    """
+    if width < 1:
+        raise BadRequest("preview width must be a positive number of pixels")
+    image, fmt = _decode(data)
+    with image:
+        try:
+            shown = ImageOps.exif_transpose(image) or image
+        except _PIL_ERRORS:
+            shown = image
+        if width >= shown.width:
+            return served_copy(data)
+        alpha = "A" in shown.mode or "transparency" in shown.info
+        if fmt == "JPEG" and shown.mode not in ("L", "RGB"):
+            shown = shown.convert("RGB")
+        elif shown.mode not in ("L", "LA", "RGB", "RGBA"):
+            shown = shown.convert("RGBA" if alpha else "RGB")
+        height = max(1, round(shown.height * width / shown.width))
+        small = shown.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        options: dict[str, Any] = {"icc_profile": image.info.get("icc_profile")}
+        if fmt in ("JPEG", "WEBP"):
+            options["quality"] = 85
+        buffer = io.BytesIO()
+        small.save(buffer, format=fmt, **options)
+        return buffer.getvalue()

@@ -1,0 +1,252 @@
+"""How ``model``, ``model_version`` and ``image`` records become catalog rows.
+
+Every function here depends only on the set of visible records: a model's row is
+recomputed from its root and all its author's revisions each time one arrives, so the
+catalog is the same whatever order records come in (tests shuffle them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.catalog import schemas
+from node.catalog.ids import assign_int_id, file_int_id, placeholder
+from node.catalog.tables import (
+    image_resources,
+    images,
+    model_revisions,
+    model_tags,
+    model_versions,
+    models,
+    version_files,
+)
+from node.p2p.projections import Projection, RecordTypes
+from node.p2p.records import Record, verify_record
+from node.p2p.tables import records
+
+
+def hexu(value: bytes | None) -> str | None:
+    return value.hex().upper() if value is not None else None
+
+
+async def _visible_record(conn: AsyncConnection, record_id: bytes) -> Record | None:
+    raw = await conn.scalar(
+        sa.select(records.c.raw).where(records.c.id == record_id, records.c.state == "visible")
+    )
+    return verify_record(raw, now=2**62) if raw is not None else None
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+async def apply_model(conn: AsyncConnection, record: Record) -> None:
+    root_id = record.body.get("root") or record.id
+    await conn.execute(
+        model_revisions.insert().values(
+            id=record.id, root_id=root_id, author=record.author, created=record.created
+        )
+    )
+    await refresh_model(conn, root_id)
+
+
+async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
+    """Recompute a model's row from its root and its root author's newest revision."""
+    root = await _visible_record(conn, root_id)
+    if root is None or "root" in root.body:
+        await _drop_model(conn, root_id)  # no root (yet): revisions wait in model_revisions
+        return
+    newest = (
+        await conn.execute(
+            sa.select(model_revisions.c.id)
+            .where(model_revisions.c.root_id == root_id, model_revisions.c.author == root.author)
+            .order_by(model_revisions.c.created.desc(), model_revisions.c.id.desc())
+            .limit(1)
+        )
+    ).scalar_one()
+    current = root if newest == root_id else await _visible_record(conn, newest)
+    assert current is not None
+    body = current.body
+    permissions = body.get("permissions", {})
+    values = {
+        "author": root.author,
+        "revision_id": current.id,
+        "name": body["name"],
+        "type": body["type"],
+        "description": body.get("description", ""),
+        "rating": body.get("rating", "PG"),
+        "license": body.get("license"),
+        "poi": body.get("poi", False),
+        "allow_no_credit": permissions.get("allow_no_credit", True),
+        "allow_commercial_use": ",".join(permissions.get("allow_commercial_use", [])),
+        "allow_derivatives": permissions.get("allow_derivatives", True),
+        "allow_different_license": permissions.get("allow_different_license", True),
+        "created": root.created,
+        "updated": current.created,
+    }
+    exists = await conn.scalar(sa.select(models.c.seq).where(models.c.root_id == root_id))
+    if exists is None:
+        await conn.execute(
+            models.insert().values(root_id=root_id, int_id=placeholder(root_id), **values)
+        )
+        await assign_int_id(conn, models, models.c.root_id, root_id)
+    else:
+        await conn.execute(models.update().where(models.c.root_id == root_id).values(values))
+    await conn.execute(model_tags.delete().where(model_tags.c.root_id == root_id))
+    tags = sorted({t.strip().lower() for t in body.get("tags", []) if t.strip()})
+    if tags:
+        await conn.execute(model_tags.insert(), [{"root_id": root_id, "tag": t} for t in tags])
+    await refresh_search_text(conn, root_id)
+
+
+async def _drop_model(conn: AsyncConnection, root_id: bytes) -> None:
+    await conn.execute(models.delete().where(models.c.root_id == root_id))
+    await conn.execute(model_tags.delete().where(model_tags.c.root_id == root_id))
+
+
+async def refresh_search_text(conn: AsyncConnection, root_id: bytes) -> None:
+    """The one text column full-text search indexes: description, tags, versions' words."""
+    row = (
+        await conn.execute(
+            sa.select(models.c.description, models.c.author).where(models.c.root_id == root_id)
+        )
+    ).first()
+    if row is None:
+        return
+    tags = (
+        await conn.execute(
+            sa.select(model_tags.c.tag)
+            .where(model_tags.c.root_id == root_id)
+            .order_by(model_tags.c.tag)
+        )
+    ).scalars()
+    versions = await conn.execute(
+        sa.select(model_versions.c.name, model_versions.c.trained_words)
+        .where(model_versions.c.model_root == root_id, model_versions.c.author == row.author)
+        .order_by(model_versions.c.created, model_versions.c.id)
+    )
+    parts = [row.description, " ".join(tags)]
+    for version in versions:
+        parts += [version.name, " ".join(json.loads(version.trained_words))]
+    await conn.execute(
+        models.update()
+        .where(models.c.root_id == root_id)
+        .values(search_text="\n".join(p for p in parts if p))
+    )
+
+
+# --- versions -----------------------------------------------------------------------------
+
+
+async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
+    body = record.body
+    await conn.execute(
+        model_versions.insert().values(
+            id=record.id,
+            int_id=placeholder(record.id),
+            model_root=body["model"],
+            author=record.author,
+            name=body["name"],
+            base_model=body["base_model"],
+            description=body.get("description", ""),
+            trained_words=json.dumps(body.get("trained_words", [])),
+            created=record.created,
+        )
+    )
+    await assign_int_id(conn, model_versions, model_versions.c.id, record.id)
+    rows: list[dict[str, Any]] = []
+    for position, item in enumerate(body["files"]):
+        sha256 = hexu(item["sha256"])
+        assert sha256 is not None
+        rows.append(
+            {
+                "version_id": record.id,
+                "sha256": sha256,
+                "int_id": file_int_id(sha256),
+                "position": position,
+                "name": item["name"],
+                "size": item["size"],
+                "autov1": hexu(item.get("autov1")),
+                "autov2": sha256[:10],
+                "autov3": hexu(item.get("autov3")),
+                "blake3": hexu(item["blake3"]),
+                "crc32": hexu(item["crc32"]),
+                "format": item["format"],
+                "fp": item.get("fp"),
+                "size_type": item.get("size_type"),
+                "is_primary": item.get("primary", position == 0),
+                "infohash": item["infohash"].hex() if item.get("infohash") else None,
+                "piece_length": item.get("piece_length"),
+            }
+        )
+    await conn.execute(version_files.insert(), rows)
+    await refresh_search_text(conn, body["model"])
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+async def apply_image(conn: AsyncConnection, record: Record) -> None:
+    body = record.body
+    await conn.execute(
+        images.insert().values(
+            id=record.id,
+            int_id=placeholder(record.id),
+            author=record.author,
+            sha256=hexu(body["sha256"]),
+            width=body["width"],
+            height=body["height"],
+            mime=body["mime"],
+            size=body["size"],
+            rating=body.get("rating", "PG"),
+            version_id=body.get("model_version"),
+            meta=json.dumps(body.get("meta", {})),
+            pdq=body.get("pdq"),
+            pdq_quality=body.get("pdq_quality"),
+            created=record.created,
+        )
+    )
+    await assign_int_id(conn, images, images.c.id, record.id)
+    resources = [
+        {
+            "image_id": record.id,
+            "position": i,
+            "name": res.get("name"),
+            "type": res.get("type"),
+            "hash": res["hash"].upper() if res.get("hash") else None,
+            "weight": res.get("weight"),
+        }
+        for i, res in enumerate(body.get("resources", []))
+    ]
+    if resources:
+        await conn.execute(image_resources.insert(), resources)
+
+
+def register(types: RecordTypes) -> None:
+    types.register_rule(schemas.MODEL, schemas.check_model)
+    types.register_rule(schemas.MODEL_VERSION, schemas.check_model_version)
+    types.register_rule(schemas.IMAGE, schemas.check_image)
+    # model_versions feed the model's search text, so both live in one projection.
+    types.register_projection(
+        Projection(
+            "catalog.models",
+            frozenset({schemas.MODEL, schemas.MODEL_VERSION}),
+            (models, model_revisions, model_tags, model_versions, version_files),
+            _apply_model_or_version,
+        )
+    )
+    types.register_projection(
+        Projection(
+            "catalog.images", frozenset({schemas.IMAGE}), (images, image_resources), apply_image
+        )
+    )
+
+
+async def _apply_model_or_version(conn: AsyncConnection, record: Record) -> None:
+    if record.type == schemas.MODEL:
+        await apply_model(conn, record)
+    else:
+        await apply_model_version(conn, record)

@@ -1,0 +1,415 @@
+"""Publishing: a safetensors file (by path or streamed upload) becomes signed records.
+
+The file is checked (no pickle; strict header) before anything is kept, read **once**
+(hashed while it is copied into the store, or hashed where it lies for in-place
+seeding), and then the ``model`` / ``model_version`` / ``image`` records, the store row
+and the file's details are committed in one transaction. Publishing the same file twice
+by the same author is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from node.catalog import schemas
+from node.catalog.detect import Detection, detect
+from node.catalog.hashing import FileHashes, StreamHasher
+from node.catalog.images import ImageInfo, inspect_image
+from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
+from node.catalog.tables import file_details, model_versions, models, version_files
+from node.db import Database
+from node.errors import BadRequest, Forbidden, NotFound
+from node.p2p.filestore import FileStore
+from node.p2p.keys import SigningKey
+from node.p2p.log import RecordLog
+from node.p2p.records import Record, sign_record
+
+BLOCK = 4 * 1024 * 1024
+DEFAULT_COMMERCIAL_USE = ("Image", "RentCivit", "Rent", "Sell")
+
+
+class IngestGate(Protocol):
+    """Asked before a file is accepted (moderation implements it: listed SHA256s)."""
+
+    async def refuse_file(self, sha256: str) -> str | None: ...
+
+
+@dataclass
+class ModelFields:
+    name: str
+    type: str | None = None  # None: what detection says
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    license: str | None = None
+    rating: str = "PG"
+    poi: bool = False
+    allow_no_credit: bool = True
+    allow_commercial_use: list[str] = field(default_factory=lambda: list(DEFAULT_COMMERCIAL_USE))
+    allow_derivatives: bool = True
+    allow_different_license: bool = True
+
+    def body(self, detected_type: str | None) -> dict[str, Any]:
+        model_type = self.type or detected_type
+        if model_type is None:
+            raise BadRequest("could not tell what kind of model this is: say --type")
+        return {
+            "name": self.name,
+            "type": model_type,
+            "description": self.description,
+            "tags": self.tags,
+            "rating": self.rating,
+            "poi": self.poi,
+            **({"license": self.license} if self.license else {}),
+            "permissions": {
+                "allow_no_credit": self.allow_no_credit,
+                "allow_commercial_use": self.allow_commercial_use,
+                "allow_derivatives": self.allow_derivatives,
+                "allow_different_license": self.allow_different_license,
+            },
+        }
+
+
+@dataclass
+class VersionFields:
+    name: str = "v1"
+    base_model: str | None = None  # None: what detection says
+    description: str = ""
+    trained_words: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Published:
+    model_root: bytes
+    version_id: bytes
+    sha256: str
+    new: bool
+    warnings: tuple[str, ...] = ()
+    image_ids: tuple[bytes, ...] = ()
+
+
+def _warnings(model: ModelFields, version: VersionFields, found: Detection) -> list[str]:
+    notes = []
+    if model.type and found.model_type and model.type != found.model_type:
+        notes.append(f"you said type {model.type}, the file looks like {found.model_type}")
+    if version.base_model and found.base_model and version.base_model != found.base_model:
+        notes.append(
+            f"you said base model {version.base_model}, the file looks like {found.base_model}"
+        )
+    return notes
+
+
+def _file_entry(name: str, hashes: FileHashes, found: Detection) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "size": hashes.size,
+        "sha256": bytes.fromhex(hashes.sha256),
+        "blake3": bytes.fromhex(hashes.blake3),
+        "crc32": bytes.fromhex(hashes.crc32),
+        "format": "SafeTensor",
+        "primary": True,
+    }
+    if hashes.autov1:
+        entry["autov1"] = bytes.fromhex(hashes.autov1)
+    if hashes.autov3_full:
+        entry["autov3"] = bytes.fromhex(hashes.autov3_full)
+    if found.precision in schemas.PRECISIONS:
+        entry["fp"] = found.precision
+    if found.size in schemas.SIZES:
+        entry["size_type"] = found.size
+    return entry
+
+
+@dataclass(frozen=True)
+class _Ingested:
+    """A file read once: what its header says, its hashes, and where it now lies."""
+
+    filename: str
+    header: SafetensorsHeader
+    hashes: FileHashes
+    temp: Path | None  # in the store's temp folder, until committed
+    in_place: Path | None  # kept where the operator has it
+
+
+def _checked_header(path: Path, filename: str) -> SafetensorsHeader:
+    """Refuse pickles by name and magic, then validate the safetensors header (blocking)."""
+    with open(path, "rb") as handle:
+        refuse_pickle(handle.read(16), filename)
+    return read_header(path)
+
+
+def _copy_and_hash(source: Path, temp: Path | None) -> FileHashes:
+    """The single read: every block goes to the hashers and (unless in place) the copy."""
+    hasher = StreamHasher()
+    try:
+        with open(source, "rb") as src:
+            out = open(temp, "wb") if temp else None
+            try:
+                while block := src.read(BLOCK):
+                    hasher.update(block)
+                    if out:
+                        out.write(block)
+            finally:
+                if out:
+                    out.close()
+        return hasher.finish()
+    except BaseException:
+        hasher.abort()
+        raise
+
+
+class Publisher:
+    def __init__(
+        self, db: Database, log: RecordLog, store: FileStore, gate: IngestGate | None = None
+    ) -> None:
+        self.db = db
+        self.log = log
+        self.store = store
+        self.gate = gate
+
+    async def publish_file(
+        self,
+        author: SigningKey,
+        source: Path,
+        model: ModelFields,
+        version: VersionFields,
+        *,
+        model_root: bytes | None = None,
+        images: Sequence[bytes] = (),
+        in_place: bool = False,
+    ) -> Published:
+        """Publish a file on this node's disk (copied into the store, or kept in place)."""
+        if not await asyncio.to_thread(source.is_file):
+            raise NotFound(f"{source} is not a file on the node's disk")
+        header = await asyncio.to_thread(_checked_header, source, source.name)
+        previews = [(data, inspect_image(data)) for data in images]
+        temp = None if in_place else self.store.temp_path()
+        try:
+            hashes = await asyncio.to_thread(_copy_and_hash, source, temp)
+            ingested = _Ingested(source.name, header, hashes, temp, source if in_place else None)
+            return await self._commit(author, ingested, model, version, model_root, previews)
+        finally:
+            if temp is not None:
+                self.store.discard(temp)
+
+    async def publish_stream(
+        self,
+        author: SigningKey,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        model: ModelFields,
+        version: VersionFields,
+        *,
+        model_root: bytes | None = None,
+        images: Sequence[bytes] = (),
+    ) -> Published:
+        """Publish an upload, hashed and written to the store as it streams in."""
+        refuse_pickle(b"", filename)
+        previews = [(data, inspect_image(data)) for data in images]
+        temp = self.store.temp_path()
+        hasher = StreamHasher()
+        try:
+            out = await asyncio.to_thread(open, temp, "wb")
+            try:
+                async for chunk in chunks:
+                    await hasher.aupdate(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                await asyncio.to_thread(out.close)
+            hashes = await hasher.afinish()
+            header = await asyncio.to_thread(_checked_header, temp, filename)
+            ingested = _Ingested(filename, header, hashes, temp, None)
+            return await self._commit(author, ingested, model, version, model_root, previews)
+        except BaseException:
+            hasher.abort()
+            raise
+        finally:
+            self.store.discard(temp)
+
+    async def _commit(
+        self,
+        author: SigningKey,
+        ingested: _Ingested,
+        model: ModelFields,
+        version: VersionFields,
+        model_root: bytes | None,
+        previews: list[tuple[bytes, ImageInfo]],
+    ) -> Published:
+        hashes, header = ingested.hashes, ingested.header
+        if self.gate is not None and (reason := await self.gate.refuse_file(hashes.sha256)):
+            raise Forbidden(reason)
+        existing = await self._existing_version(author.did, hashes.sha256)
+        if existing is not None:
+            return Published(existing[0], existing[1], hashes.sha256, new=False)
+        found = detect(header)
+        notes = _warnings(model, version, found)
+        batch: list[Record] = []
+        if model_root is None:
+            model_record = sign_record(author, schemas.MODEL, model.body(found.model_type))
+            batch.append(model_record)
+            model_root = model_record.id
+        else:
+            await self._check_owner(author.did, model_root)
+        base_model = version.base_model or found.base_model
+        if base_model is None:
+            raise BadRequest("could not tell the base model: say --base-model")
+        version_record = sign_record(
+            author,
+            schemas.MODEL_VERSION,
+            {
+                "model": model_root,
+                "name": version.name,
+                "base_model": base_model,
+                "description": version.description,
+                "trained_words": version.trained_words,
+                "files": [_file_entry(ingested.filename, hashes, found)],
+            },
+        )
+        batch.append(version_record)
+        image_records = [
+            sign_record(author, schemas.IMAGE, _image_body(info, version_record.id, model.rating))
+            for _, info in previews
+        ]
+        batch += image_records
+        for record in batch:
+            self.log.types.check_body(record)
+        # Files reach their content address before the rows that name them commit.
+        if ingested.in_place is not None:
+            stored_at = ingested.in_place
+        else:
+            assert ingested.temp is not None
+            stored_at = await asyncio.to_thread(
+                self.store.commit_temp, ingested.temp, hashes.sha256
+            )
+        image_paths = [await self._store_bytes(data, info.sha256) for data, info in previews]
+        async with self.db.write() as conn:
+            await self.store.add_row(
+                conn, hashes.sha256, hashes.size, stored_at, in_place=ingested.in_place is not None
+            )
+            for (_, info), path in zip(previews, image_paths, strict=True):
+                await self.store.add_row(conn, info.sha256, info.size, path, in_place=False)
+            await self._save_details(conn, hashes.sha256, header, found)
+            for record in batch:
+                await self.log.append_in(conn, record)
+        return Published(
+            model_root,
+            version_record.id,
+            hashes.sha256,
+            new=True,
+            warnings=tuple(notes),
+            image_ids=tuple(r.id for r in image_records),
+        )
+
+    async def _store_bytes(self, data: bytes, sha256: str) -> Path:
+        temp = self.store.temp_path()
+        await asyncio.to_thread(temp.write_bytes, data)
+        return await asyncio.to_thread(self.store.commit_temp, temp, sha256)
+
+    async def _save_details(
+        self, conn: Any, sha256: str, header: SafetensorsHeader, found: Detection
+    ) -> None:
+        exists = await conn.scalar(
+            sa.select(file_details.c.sha256).where(file_details.c.sha256 == sha256)
+        )
+        if exists is None:
+            await conn.execute(
+                file_details.insert().values(
+                    sha256=sha256,
+                    header_metadata=json.dumps(header.metadata),
+                    detected_type=found.model_type,
+                    detected_base_model=found.base_model,
+                )
+            )
+
+    async def _existing_version(self, author: str, sha256: str) -> tuple[bytes, bytes] | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(model_versions.c.model_root, model_versions.c.id)
+                    .join(version_files, version_files.c.version_id == model_versions.c.id)
+                    .where(version_files.c.sha256 == sha256, model_versions.c.author == author)
+                    .limit(1)
+                )
+            ).first()
+        return (row.model_root, row.id) if row is not None else None
+
+    async def _check_owner(self, author: str, root: bytes) -> None:
+        async with self.db.read() as conn:
+            owner = await conn.scalar(sa.select(models.c.author).where(models.c.root_id == root))
+        if owner is None:
+            raise NotFound("no such model on this node")
+        if owner != author:
+            raise Forbidden("only the model's author may add versions or edit it")
+
+    async def revise_model(self, author: SigningKey, root: bytes, fields: ModelFields) -> bytes:
+        """Publish a revision of a model (an edit): a new ``model`` record naming its root."""
+        await self._check_owner(author.did, root)
+        async with self.db.read() as conn:
+            current_type = await conn.scalar(
+                sa.select(models.c.type).where(models.c.root_id == root)
+            )
+        record = sign_record(author, schemas.MODEL, {**fields.body(current_type), "root": root})
+        appended = (await self.log.accept_verified([record]))[0]
+        return appended.record.id
+
+
+def _image_body(info: ImageInfo, version_id: bytes, rating: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sha256": bytes.fromhex(info.sha256),
+        "width": info.width,
+        "height": info.height,
+        "mime": info.mime,
+        "size": info.size,
+        "rating": rating,
+        "model_version": version_id,
+        "meta": record_safe(info.meta or {}),
+    }
+    if info.pdq is not None:
+        body["pdq"] = info.pdq
+        body["pdq_quality"] = info.pdq_quality
+    resources = (info.meta or {}).get("resources")
+    if isinstance(resources, list):
+        body["resources"] = [_resource(r) for r in resources[:64] if isinstance(r, dict)]
+    return body
+
+
+def _resource(res: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(res.get("name"), str):
+        out["name"] = res["name"][:255]
+    if res.get("type") in schemas.RESOURCE_TYPES:
+        out["type"] = res["type"]
+    if isinstance(res.get("hash"), str):
+        out["hash"] = res["hash"][:64]
+    if isinstance(res.get("weight"), int | float) and not isinstance(res.get("weight"), bool):
+        out["weight"] = str(res["weight"])
+    return out
+
+
+def record_safe(value: Any, depth: int = 0) -> Any:
+    """Generation metadata as a record can carry it: floats as decimal strings, bounded."""
+    if depth > 5:
+        return None
+    if isinstance(value, float):
+        return (
+            repr(value) if value == value and value not in (float("inf"), float("-inf")) else None
+        )
+    if isinstance(value, dict):
+        return {
+            str(k)[:64]: record_safe(v, depth + 1)
+            for k, v in list(value.items())[:100]
+            if k != "comfy"  # the ComfyUI graph stays in the image file
+        }
+    if isinstance(value, list | tuple):
+        return [record_safe(v, depth + 1) for v in list(value)[:64]]
+    if isinstance(value, str):
+        return value[:8000]
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**63 else str(value)
+    return str(value)[:200]

@@ -1,0 +1,319 @@
+"""Catalog HTTP routes: the Civitai-compatible read API, downloads, images, publishing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from node.catalog.images import resized
+from node.catalog.search import SearchQuery
+from node.catalog.service import CatalogService
+from node.errors import BadRequest, NotFound, PayloadTooLarge
+from node.http import json_ok, read_json, require_admin, require_user
+
+CATALOG = web.AppKey("catalog", CatalogService)
+CIVITAI_SORTS = {
+    "Newest": "newest",
+    "Most Downloaded": "most_downloaded",
+    "Highest Rated": "most_downloaded",
+    "Name": "name",
+}
+MAX_IMAGE_UPLOAD = 50 * 1024 * 1024
+UPLOAD_CHUNK = 1024 * 1024
+SAFE_RATINGS = ["PG", "PG13"]
+
+
+def _int(
+    request: web.Request, name: str, default: int | None = None, *, lo: int = 1, hi: int = 2**53
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be from {lo} to {hi}")
+    return value
+
+
+def _list(request: web.Request, name: str) -> list[str]:
+    return [
+        v.strip() for raw in request.query.getall(name, []) for v in raw.split(",") if v.strip()
+    ]
+
+
+def _bool(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false")
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise NotFound(f"no such {name}") from None
+
+
+# --- Civitai-compatible read API ----------------------------------------------------------
+
+
+async def list_models(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    sort = request.query.get("sort", "Newest")
+    if sort not in CIVITAI_SORTS:
+        raise BadRequest(f"sort must be one of {', '.join(CIVITAI_SORTS)}")
+    limit = _int(request, "limit", 20, hi=100)
+    nsfw = _bool(request, "nsfw")
+    ratings = _list(request, "rating") or (SAFE_RATINGS if nsfw is False else [])
+    query = SearchQuery(
+        text=request.query.get("query") or None,
+        types=_list(request, "types"),
+        base_models=_list(request, "baseModels"),
+        ratings=ratings,
+        username=request.query.get("username") or None,
+        tag=request.query.get("tag") or None,
+        sort=CIVITAI_SORTS[sort],  # type: ignore[arg-type]
+        limit=limit or 20,
+        cursor=request.query.get("cursor") or None,
+    )
+    page = _int(request, "page", None)
+    if page is not None and query.cursor is None:
+        query.offset = (page - 1) * query.limit
+    items, cursor = await catalog.search(query)
+    metadata: dict[str, Any] = {"pageSize": query.limit}
+    if cursor:
+        metadata["nextCursor"] = cursor
+        params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
+        params["cursor"] = cursor
+        metadata["nextPage"] = str(request.url.with_query(params))
+    return json_ok({"items": items, "metadata": metadata})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    root = await catalog.views.root_for_int(_path_int(request, "id"))
+    found = await catalog.views.models_by_root([root]) if root else []
+    if not found:
+        raise NotFound("no such model")
+    return json_ok(found[0])
+
+
+async def get_version(request: web.Request) -> web.Response:
+    version = await request.app[CATALOG].views.version(_path_int(request, "id"))
+    if version is None:
+        raise NotFound("no such model version")
+    return json_ok(version)
+
+
+async def version_by_hash(request: web.Request) -> web.Response:
+    version = await request.app[CATALOG].views.version_by_hash(request.match_info["hash"])
+    if version is None:
+        raise NotFound("no model version has a file with this hash")
+    return json_ok(version)
+
+
+async def versions_by_hashes(request: web.Request) -> web.Response:
+    try:
+        hashes = json.loads(await request.read())
+    except ValueError:
+        raise BadRequest("send a JSON list of SHA256 hashes") from None
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise BadRequest("send a JSON list of SHA256 hashes")
+    if len(hashes) > 100:
+        raise BadRequest("at most 100 hashes per request")
+    return json_ok(await request.app[CATALOG].views.versions_by_sha256(hashes))
+
+
+async def list_images(request: web.Request) -> web.Response:
+    limit = _int(request, "limit", 100, hi=200) or 100
+    page = _int(request, "page", 1) or 1
+    items, more = await request.app[CATALOG].views.image_list(
+        version_int=_int(request, "modelVersionId"),
+        model_int=_int(request, "modelId"),
+        username=request.query.get("username") or None,
+        limit=limit,
+        page=page,
+        with_meta=_bool(request, "withMeta") is not False,
+    )
+    metadata: dict[str, Any] = {"currentPage": page, "pageSize": limit}
+    if more:
+        params = dict(request.query)
+        params["page"] = str(page + 1)
+        metadata["nextPage"] = str(request.url.with_query(params))
+    return json_ok({"items": items, "metadata": metadata})
+
+
+async def list_creators(request: web.Request) -> web.Response:
+    limit = _int(request, "limit", 20, hi=200) or 20
+    page = _int(request, "page", 1) or 1
+    items = await request.app[CATALOG].views.creators(
+        request.query.get("query") or None, limit, page
+    )
+    return json_ok({"items": items, "metadata": {"currentPage": page, "pageSize": limit}})
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    limit = _int(request, "limit", 20, hi=200) or 20
+    page = _int(request, "page", 1) or 1
+    items = await request.app[CATALOG].views.tags(request.query.get("query") or None, limit, page)
+    return json_ok({"items": items, "metadata": {"currentPage": page, "pageSize": limit}})
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    catalog = request.app[CATALOG]
+    row = await catalog.views.primary_file(_path_int(request, "id"))
+    if row is None:
+        raise NotFound("no such model version")
+    path = await catalog.store.local_path(row.sha256)
+    if path is None:
+        raise NotFound("this node does not hold the file")
+    if request.method == "GET" and "Range" not in request.headers:
+        await catalog.views.count_download(row.vid)
+    disposition = f"attachment; filename*=UTF-8''{_quote(row.name)}"
+    return web.FileResponse(path, headers={"Content-Disposition": disposition})
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+async def image(request: web.Request) -> web.StreamResponse:
+    catalog = request.app[CATALOG]
+    sha256 = request.match_info["sha256"].upper()
+    row = await catalog.views.image_by_sha(sha256)
+    path = await catalog.store.local_path(sha256) if row else None
+    if row is None or path is None:
+        raise NotFound("no such image")
+    headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+    transform = request.match_info["transform"]
+    width = None
+    for part in transform.split(","):
+        if part.startswith("width="):
+            try:
+                width = int(part[len("width=") :])
+            except ValueError:
+                raise NotFound("bad width") from None
+    if width is None or width >= row.width:
+        return web.FileResponse(path, headers={**headers, "Content-Type": row.mime})
+    if not 16 <= width <= 4096:
+        raise NotFound("width must be from 16 to 4096")
+    data = await catalog.previews.get(sha256, path, width, resized)
+    return web.Response(body=data, content_type=row.mime, headers=headers)
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+def _author(request: web.Request, data: dict[str, Any]) -> str:
+    """The did that signs: the logged-in user's, or (node admin) the named user's."""
+    who = require_user(request)
+    if who.user is not None:
+        return str(who.user.did)
+    raise BadRequest("the node's admin token publishes for a user: name it in 'user'")
+
+
+async def publish_path(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    data = await read_json(request)
+    path = data.get("path")
+    if not isinstance(path, str) or not path:
+        raise BadRequest("'path' (a file on the node's disk) is required")
+    if who.user is not None and "user" not in data:
+        did = who.user.did
+    else:
+        name = data.get("user")
+        if not isinstance(name, str):
+            raise BadRequest("'user' (who publishes) is required")
+        did = (await request.app[CATALOG].accounts.get_user(name)).did
+    previews = data.get("images", [])
+    if not isinstance(previews, list) or not all(isinstance(p, str) for p in previews):
+        raise BadRequest("'images' must be a list of paths")
+    result = await request.app[CATALOG].publish_path(
+        did, Path(path), data, [Path(p) for p in previews]
+    )
+    return json_ok(result, status=201 if result["created"] else 200)
+
+
+async def publish_upload(request: web.Request) -> web.Response:
+    """multipart/form-data: a ``metadata`` JSON part, then ``image`` parts, then ``file``."""
+    require_user(request)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send multipart/form-data: metadata, image…, then file")
+    reader = await request.multipart()
+    data: dict[str, Any] = {}
+    images: list[bytes] = []
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart is not supported")
+        if part.name == "metadata":
+            try:
+                data = json.loads(await part.read(decode=True))
+            except ValueError:
+                raise BadRequest("the metadata part is not valid JSON") from None
+            if not isinstance(data, dict):
+                raise BadRequest("the metadata part must be a JSON object")
+        elif part.name == "image":
+            blob = await part.read(decode=False)
+            if len(blob) > MAX_IMAGE_UPLOAD:
+                raise PayloadTooLarge("a preview image is limited to 50 MiB")
+            images.append(bytes(blob))
+        elif part.name == "file":
+            filename = part.filename or "model.safetensors"
+            if "model_id" not in data and "model_id" in request.match_info:
+                data["model_id"] = _path_int(request, "model_id")
+            result = await request.app[CATALOG].publish_upload(
+                _author(request, data), filename, _chunks(part), data, images
+            )
+            return json_ok(result, status=201 if result["created"] else 200)
+        else:
+            raise BadRequest(f"unexpected part {part.name!r}")
+    raise BadRequest("no 'file' part")
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(UPLOAD_CHUNK):
+        yield bytes(chunk)
+
+
+async def edit_model(request: web.Request) -> web.Response:
+    who = require_user(request)
+    if who.user is None:
+        raise BadRequest("edit as the model's author (log in or use their API token)")
+    data = await read_json(request)
+    model = await request.app[CATALOG].edit_model(who.user.did, _path_int(request, "id"), data)
+    return json_ok(model)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/v1/models", list_models)
+    r.add_get("/api/v1/models/{id}", get_model)
+    r.add_get("/api/v1/model-versions/by-hash/{hash}", version_by_hash)
+    r.add_post("/api/v1/model-versions/by-hash", versions_by_hashes)
+    r.add_get("/api/v1/model-versions/{id}", get_version)
+    r.add_get("/api/v1/images", list_images)
+    r.add_get("/api/v1/creators", list_creators)
+    r.add_get("/api/v1/tags", list_tags)
+    r.add_get("/api/download/models/{id}", download)
+    r.add_get("/images/{sha256}/{transform}/{name}", image)
+    r.add_post("/api/models", publish_upload)
+    r.add_post("/api/models/publish-path", publish_path)
+    r.add_post("/api/models/{model_id}/versions", publish_upload)
+    r.add_patch("/api/models/{id}", edit_model)

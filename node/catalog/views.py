@@ -1,0 +1,482 @@
+"""Read models, versions, files and images out of the catalog, in Civitai's shapes.
+
+Field names follow Civitai's public API so that existing tools can point their base URL
+at a node. Our own additions sit under a ``civitas`` key beside Civitai's fields, never
+in their place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.catalog.tables import (
+    file_details,
+    image_resources,
+    images,
+    model_stats,
+    model_tags,
+    model_versions,
+    models,
+    version_files,
+)
+from node.db import Database
+from node.p2p.tables import authors
+
+RATING_LEVEL = {"PG": 1, "PG13": 2, "R": 4, "X": 8}
+NSFW_LEVEL_NAME = {"PG": "None", "PG13": "Soft", "R": "Mature", "X": "X"}
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+NUMERIC_META = ("cfgScale", "Denoising strength", "Hires upscale", "clipSkip")
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{ms % 1000:03d}Z"
+    )
+
+
+async def usernames(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str]:
+    """Profile names; where two authors share a name, suffixed with 6 characters of the key."""
+    if not dids:
+        return {}
+    rows = (
+        await conn.execute(sa.select(authors.c.did, authors.c.name).where(authors.c.did.in_(dids)))
+    ).all()
+    names = {row.did: row.name for row in rows}
+    shared = await conn.execute(
+        sa.select(authors.c.name)
+        .where(authors.c.name.in_(list(names.values())))
+        .group_by(authors.c.name)
+        .having(sa.func.count() > 1)
+    )
+    clash = set(shared.scalars())
+    out = {}
+    for did in dids:
+        name = names.get(did)
+        key_part = did.removeprefix("did:key:z6Mk")[:6]
+        if name is None:
+            out[did] = f"anon-{key_part}"
+        else:
+            out[did] = f"{name}-{key_part}" if name in clash else name
+    return out
+
+
+def civitai_meta(meta_json: str) -> dict[str, Any] | None:
+    meta: dict[str, Any] = json.loads(meta_json)
+    for key in NUMERIC_META:
+        value = meta.get(key)
+        if isinstance(value, str):
+            try:
+                meta[key] = float(value)
+            except ValueError:
+                pass
+    return meta or None
+
+
+class CatalogViews:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.base_url = ""  # set by the app once the public URL is known
+
+    # --- URLs -----------------------------------------------------------------------
+
+    def download_url(self, version_int: int) -> str:
+        return f"{self.base_url}/api/download/models/{version_int}"
+
+    def image_url(self, sha256: str, int_id: int, mime: str, width: int | None = None) -> str:
+        transform = f"width={width}" if width else "original=true"
+        return f"{self.base_url}/images/{sha256}/{transform}/{int_id}.{EXTENSIONS.get(mime, 'png')}"
+
+    # --- images ---------------------------------------------------------------------
+
+    def _image(self, row: Any, with_meta: bool = True) -> dict[str, Any]:
+        return {
+            "id": row.int_id,
+            "url": self.image_url(row.sha256, row.int_id, row.mime, row.width),
+            "nsfwLevel": RATING_LEVEL.get(row.rating, 1),
+            "nsfw": NSFW_LEVEL_NAME.get(row.rating, "None"),
+            "width": row.width,
+            "height": row.height,
+            "hash": None,
+            "type": "image",
+            "createdAt": iso(row.created),
+            "meta": civitai_meta(row.meta) if with_meta else None,
+            "civitas": {"recordId": row.id.hex(), "sha256": row.sha256, "author": row.author},
+        }
+
+    async def images_for_versions(
+        self, conn: AsyncConnection, version_ids: Sequence[bytes]
+    ) -> dict[bytes, list[dict[str, Any]]]:
+        out: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        if not version_ids:
+            return out
+        rows = await conn.execute(
+            sa.select(images)
+            .where(images.c.version_id.in_(version_ids))
+            .order_by(images.c.created, images.c.id)
+        )
+        for row in rows:
+            out[row.version_id].append(self._image(row))
+        return out
+
+    # --- versions -------------------------------------------------------------------
+
+    def _file(self, row: Any, version_int: int, details: dict[str, Any]) -> dict[str, Any]:
+        hashes = {
+            "AutoV1": row.autov1,
+            "AutoV2": row.autov2,
+            "AutoV3": row.autov3[:12] if row.autov3 else None,
+            "SHA256": row.sha256,
+            "CRC32": row.crc32,
+            "BLAKE3": row.blake3,
+        }
+        return {
+            "id": row.int_id,
+            "sizeKB": row.size / 1024,
+            "name": row.name,
+            "type": "Model",
+            "pickleScanResult": "Success",
+            "pickleScanMessage": "No Pickle imports",
+            "virusScanResult": "Success",
+            "metadata": {"format": row.format, "size": row.size_type, "fp": row.fp},
+            "hashes": {k: v for k, v in hashes.items() if v},
+            "downloadUrl": self.download_url(version_int),
+            "primary": row.is_primary,
+            "civitas": {
+                "sha256": row.sha256,
+                "size": row.size,
+                "infohash": row.infohash,
+                "pieceLength": row.piece_length,
+                "headerMetadata": details.get(row.sha256, {}),
+            },
+        }
+
+    async def versions(
+        self, conn: AsyncConnection, where: Any, *, with_model: bool = False
+    ) -> list[dict[str, Any]]:
+        """Versions matching ``where`` whose author is their model's author, newest first."""
+        rows = (
+            await conn.execute(
+                sa.select(
+                    model_versions,
+                    models.c.int_id.label("model_int"),
+                    models.c.name.label("model_name"),
+                    models.c.type.label("model_type"),
+                    models.c.rating.label("model_rating"),
+                    models.c.poi.label("model_poi"),
+                    sa.func.coalesce(model_stats.c.downloads, 0).label("downloads"),
+                )
+                .join(
+                    models,
+                    sa.and_(
+                        models.c.root_id == model_versions.c.model_root,
+                        models.c.author == model_versions.c.author,
+                    ),
+                )
+                .outerjoin(model_stats, model_stats.c.version_id == model_versions.c.id)
+                .where(where)
+                .order_by(model_versions.c.created.desc(), model_versions.c.id.desc())
+            )
+        ).all()
+        ids = [row.id for row in rows]
+        files: dict[bytes, list[Any]] = defaultdict(list)
+        details: dict[str, Any] = {}
+        if ids:
+            for f in await conn.execute(
+                sa.select(version_files)
+                .where(version_files.c.version_id.in_(ids))
+                .order_by(version_files.c.position)
+            ):
+                files[f.version_id].append(f)
+            shas = [f.sha256 for fs in files.values() for f in fs]
+            for d in await conn.execute(
+                sa.select(file_details).where(file_details.c.sha256.in_(shas))
+            ):
+                details[d.sha256] = json.loads(d.header_metadata)
+        gallery = await self.images_for_versions(conn, ids)
+        out = []
+        for row in rows:
+            version: dict[str, Any] = {
+                "id": row.int_id,
+                "modelId": row.model_int,
+                "name": row.name,
+                "createdAt": iso(row.created),
+                "updatedAt": iso(row.created),
+                "publishedAt": iso(row.created),
+                "status": "Published",
+                "trainedWords": json.loads(row.trained_words),
+                "baseModel": row.base_model,
+                "baseModelType": None,
+                "description": row.description,
+                "stats": {
+                    "downloadCount": row.downloads,
+                    "ratingCount": 0,
+                    "rating": 0,
+                    "thumbsUpCount": 0,
+                },
+                "files": [self._file(f, row.int_id, details) for f in files[row.id]],
+                "images": gallery[row.id],
+                "downloadUrl": self.download_url(row.int_id),
+                "civitas": {"recordId": row.id.hex(), "modelRoot": row.model_root.hex()},
+            }
+            if with_model:
+                version["model"] = {
+                    "name": row.model_name,
+                    "type": row.model_type,
+                    "nsfw": row.model_rating in ("R", "X"),
+                    "poi": row.model_poi,
+                }
+            out.append(version)
+        return out
+
+    # --- models ---------------------------------------------------------------------
+
+    async def models_by_root(self, roots: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Full Civitai model objects for ``roots``, in the given order."""
+        if not roots:
+            return []
+        async with self.db.read() as conn:
+            rows = {
+                row.root_id: row
+                for row in await conn.execute(sa.select(models).where(models.c.root_id.in_(roots)))
+            }
+            names = await usernames(conn, list({row.author for row in rows.values()}))
+            tags: dict[bytes, list[str]] = defaultdict(list)
+            for t in await conn.execute(
+                sa.select(model_tags)
+                .where(model_tags.c.root_id.in_(roots))
+                .order_by(model_tags.c.tag)
+            ):
+                tags[t.root_id].append(t.tag)
+            versions = await self.versions(conn, model_versions.c.model_root.in_(roots))
+        by_model: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for version in versions:
+            by_model[version["modelId"]].append(version)
+        out = []
+        for root in roots:
+            row = rows.get(root)
+            if row is None:
+                continue
+            mine = by_model[row.int_id]
+            out.append(
+                {
+                    "id": row.int_id,
+                    "name": row.name,
+                    "description": row.description,
+                    "type": row.type,
+                    "poi": row.poi,
+                    "nsfw": row.rating in ("R", "X"),
+                    "nsfwLevel": RATING_LEVEL.get(row.rating, 1),
+                    "allowNoCredit": row.allow_no_credit,
+                    "allowCommercialUse": [u for u in row.allow_commercial_use.split(",") if u],
+                    "allowDerivatives": row.allow_derivatives,
+                    "allowDifferentLicense": row.allow_different_license,
+                    "stats": {
+                        "downloadCount": sum(v["stats"]["downloadCount"] for v in mine),
+                        "favoriteCount": 0,
+                        "thumbsUpCount": 0,
+                        "thumbsDownCount": 0,
+                        "commentCount": 0,
+                        "ratingCount": 0,
+                        "rating": 0,
+                        "tippedAmountCount": 0,
+                    },
+                    "creator": {"username": names[row.author], "image": None},
+                    "tags": tags[root],
+                    "modelVersions": [
+                        {k: v for k, v in ver.items() if k != "modelId"} for ver in mine
+                    ],
+                    "civitas": {
+                        "rootId": root.hex(),
+                        "revisionId": row.revision_id.hex(),
+                        "author": row.author,
+                        "license": row.license,
+                        "rating": row.rating,
+                        "createdAt": iso(row.created),
+                        "updatedAt": iso(row.updated),
+                    },
+                }
+            )
+        return out
+
+    async def root_for_int(self, int_id: int) -> bytes | None:
+        async with self.db.read() as conn:
+            return await conn.scalar(sa.select(models.c.root_id).where(models.c.int_id == int_id))
+
+    async def version(self, int_id: int) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            found = await self.versions(conn, model_versions.c.int_id == int_id, with_model=True)
+        return found[0] if found else None
+
+    async def version_by_hash(self, value: str) -> dict[str, Any] | None:
+        """A version holding a file with this hash, of any Civitai hash type, any case."""
+        value = value.strip().upper()
+        by_length: dict[int, list[Any]] = {
+            8: [version_files.c.autov1, version_files.c.crc32],
+            10: [version_files.c.autov2],
+            12: [sa.func.substr(version_files.c.autov3, 1, 12)],
+            64: [version_files.c.sha256, version_files.c.autov3, version_files.c.blake3],
+        }
+        columns = by_length.get(len(value))
+        if not columns or not all(c in "0123456789ABCDEF" for c in value):
+            return None
+        async with self.db.read() as conn:
+            version_id = await conn.scalar(
+                sa.select(version_files.c.version_id)
+                .join(model_versions, model_versions.c.id == version_files.c.version_id)
+                .where(sa.or_(*(c == value for c in columns)))
+                .order_by(model_versions.c.created, model_versions.c.id)
+                .limit(1)
+            )
+            if version_id is None:
+                return None
+            found = await self.versions(conn, model_versions.c.id == version_id, with_model=True)
+        return found[0] if found else None
+
+    async def versions_by_sha256(self, hashes: Sequence[str]) -> list[dict[str, Any]]:
+        wanted = [h.strip().upper() for h in hashes]
+        async with self.db.read() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        sa.select(version_files.c.version_id)
+                        .where(version_files.c.sha256.in_(wanted))
+                        .distinct()
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            return await self.versions(conn, model_versions.c.id.in_(ids), with_model=True)
+
+    async def primary_file(self, version_int: int) -> Any | None:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(version_files, model_versions.c.id.label("vid"))
+                    .join(model_versions, model_versions.c.id == version_files.c.version_id)
+                    .where(model_versions.c.int_id == version_int)
+                    .order_by(version_files.c.is_primary.desc(), version_files.c.position)
+                    .limit(1)
+                )
+            ).first()
+
+    async def count_download(self, version_id: bytes) -> None:
+        async with self.db.write() as conn:
+            updated = await conn.execute(
+                model_stats.update()
+                .where(model_stats.c.version_id == version_id)
+                .values(downloads=model_stats.c.downloads + 1)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(model_stats.insert().values(version_id=version_id, downloads=1))
+
+    async def image_by_sha(self, sha256: str) -> Any | None:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(images).where(images.c.sha256 == sha256.upper()).limit(1)
+                )
+            ).first()
+
+    async def image_list(
+        self,
+        *,
+        version_int: int | None,
+        model_int: int | None,
+        username: str | None,
+        limit: int,
+        page: int,
+        with_meta: bool,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        stmt = sa.select(images)
+        if version_int is not None:
+            stmt = stmt.join(model_versions, model_versions.c.id == images.c.version_id).where(
+                model_versions.c.int_id == version_int
+            )
+        elif model_int is not None:
+            stmt = (
+                stmt.join(model_versions, model_versions.c.id == images.c.version_id)
+                .join(models, models.c.root_id == model_versions.c.model_root)
+                .where(models.c.int_id == model_int)
+            )
+        if username is not None:
+            stmt = stmt.where(
+                images.c.author.in_(sa.select(authors.c.did).where(authors.c.name == username))
+            )
+        stmt = stmt.order_by(images.c.created.desc(), images.c.id.desc())
+        stmt = stmt.limit(limit + 1).offset((page - 1) * limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            names = await usernames(conn, list({r.author for r in rows}))
+            resources: dict[bytes, list[Any]] = defaultdict(list)
+            for res in await conn.execute(
+                sa.select(image_resources).where(
+                    image_resources.c.image_id.in_([r.id for r in rows])
+                )
+            ):
+                resources[res.image_id].append(res)
+        out = []
+        for row in rows[:limit]:
+            item = self._image(row, with_meta)
+            item["username"] = names[row.author]
+            item["civitas"]["resources"] = [
+                {"name": r.name, "type": r.type, "hash": r.hash, "weight": r.weight}
+                for r in resources[row.id]
+            ]
+            out.append(item)
+        return out, len(rows) > limit
+
+    async def creators(self, query: str | None, limit: int, page: int) -> list[dict[str, Any]]:
+        count = sa.func.count(models.c.root_id)
+        stmt = (
+            sa.select(authors.c.did, count.label("models"))
+            .select_from(authors.join(models, models.c.author == authors.c.did))
+            .group_by(authors.c.did)
+            .order_by(count.desc(), authors.c.did)
+            .limit(limit)
+            .offset((page - 1) * limit)
+        )
+        if query:
+            stmt = stmt.where(sa.func.lower(authors.c.name).contains(query.lower()))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            names = await usernames(conn, [r.did for r in rows])
+        return [
+            {
+                "username": names[r.did],
+                "modelCount": r.models,
+                "link": f"{self.base_url}/api/v1/models?username={names[r.did]}",
+                "image": None,
+                "civitas": {"did": r.did},
+            }
+            for r in rows
+        ]
+
+    async def tags(self, query: str | None, limit: int, page: int) -> list[dict[str, Any]]:
+        count = sa.func.count(model_tags.c.root_id)
+        stmt = (
+            sa.select(model_tags.c.tag, count.label("models"))
+            .group_by(model_tags.c.tag)
+            .order_by(count.desc(), model_tags.c.tag)
+            .limit(limit)
+            .offset((page - 1) * limit)
+        )
+        if query:
+            stmt = stmt.where(model_tags.c.tag.contains(query.lower()))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            {
+                "name": r.tag,
+                "modelCount": r.models,
+                "link": f"{self.base_url}/api/v1/models?tag={r.tag}",
+            }
+            for r in rows
+        ]
