@@ -284,6 +284,8 @@ COMMANDS = [
     ("token", "create"),
     ("keys", "export"),
     ("keys", "import"),
+    ("publish",),
+    ("search",),
 ]
 
 
@@ -580,3 +582,68 @@ def test_serve_outside_a_home_says_how_to_create_one(tmp_path: Path) -> None:
 def test_bad_environment_variable_names_the_setting(home: Path) -> None:
     err = serve_expecting_failure(home, env=cli_env(CIVITAS_SERVER_PORT="notanint"))
     assert "server.port" in err and "notanint" in err
+
+
+# --- catalog: publish and search ---------------------------------------------------------
+
+
+def test_publish_and_search_through_the_running_node(served: Server, tmp_path: Path) -> None:
+    from tests.catalog.conftest import lora_file, png_bytes
+
+    add_user(served.home, "carol")
+    lora = lora_file(tmp_path / "fox.safetensors", 11)
+    preview = tmp_path / "preview.png"
+    preview.write_bytes(png_bytes(4))
+    description = tmp_path / "README.md"
+    description.write_text("Foxes, in **watercolor**.", encoding="utf-8")
+    out = ok(
+        civitas(
+            served.home,
+            "publish",
+            str(lora),
+            "--user",
+            "carol",
+            "--name",
+            "CLI fox",
+            "--type",
+            "LORA",
+            "--base-model",
+            "SD 1.5",
+            "--version",
+            "v1",
+            "--description-file",
+            str(description),
+            "--tag",
+            "fox",
+            "--trigger-word",
+            "clifox",
+            "--license",
+            "CreativeML OpenRAIL-M",
+            "--allow-commercial-use",
+            "Image,Rent",
+            "--no-derivatives",
+            "--image",
+            str(preview),
+        )
+    )
+    assert "published: model" in out and "CLI fox" in out
+    again = ok(civitas(served.home, "publish", str(lora), "--user", "carol", "--name", "CLI fox"))
+    assert "already published" in again
+
+    found = ok(civitas(served.home, "search", "clifox"))
+    assert "CLI fox" in found and "carol" in found
+    assert "no models found" in ok(civitas(served.home, "search", "zebra", "--type", "VAE"))
+    data = json.loads(ok(civitas(served.home, "search", "--creator", "carol", "--json")))
+    (model,) = data["items"]
+    assert model["allowCommercialUse"] == ["Image", "Rent"]
+    assert model["allowDerivatives"] is False
+    assert model["description"] == "Foxes, in **watercolor**."
+    assert len(model["modelVersions"][0]["images"]) == 1
+
+
+def test_publish_refuses_a_pickle_with_a_clear_message(served: Server, tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04\x95" + b"\0" * 32)
+    add_user(served.home, "dave")
+    err = refused(civitas(served.home, "publish", str(ckpt), "--user", "dave", "--name", "x"))
+    assert "safetensors" in err
