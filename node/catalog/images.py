@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -95,15 +94,13 @@ def _open(data: bytes) -> tuple[Image.Image, str]:
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageTooLarge(f"images may be at most {MAX_IMAGE_BYTES // 2**20} MiB")
     fmt = _sniff(data)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    try:  # Pillow's own bomb check: an error over 2 x 89M pixels, a warning over 89M
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as exc:
         raise ImageTooManyPixels(f"image declares too many pixels: {exc}") from exc
     except _PIL_ERRORS as exc:
         raise CorruptImage(f"unreadable {fmt} image: {exc}") from exc
-    width, height = image.size
+    width, height = image.size  # ours is stricter, so Pillow's warning case lands here too
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
         image.close()
         raise ImageTooManyPixels(
@@ -120,11 +117,7 @@ def _decode(data: bytes) -> tuple[Image.Image, str]:
         with image:
             image.verify()
         image, fmt = _open(data)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooManyPixels(f"image declares too many pixels: {exc}") from exc
+        image.load()
     except _PIL_ERRORS as exc:
         raise CorruptImage(f"corrupt or truncated {fmt} image: {exc}") from exc
     return image, fmt
@@ -179,10 +172,18 @@ def _read_meta(image: Image.Image, fmt: str) -> dict[str, Any] | None:
     return meta or None
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and float greyscale scaled to 8 bits (Pillow's convert would clip them)."""
+    if not image.mode.startswith(("I", "F")):
+        return image
+    samples = np.asarray(image, dtype=np.float64) / (1 if image.mode == "F" else 257)
+    return Image.fromarray(np.clip(samples, 0, 255).astype(np.uint8), "L")
+
+
 def _pdq(image: Image.Image) -> tuple[bytes, int]:
     """PDQ (Meta's perceptual hash, used for hash-sharing in moderation) of the image as
     displayed. Kept behind this one function so the implementation can be swapped."""
-    rgb = image.convert("RGB")
+    rgb = _eight_bit(image).convert("RGB")
     if max(rgb.size) > _PDQ_SIDE:
         rgb.thumbnail((_PDQ_SIDE, _PDQ_SIDE), Image.Resampling.BOX)
     bits, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)))
@@ -222,6 +223,17 @@ def inspect_image(data: bytes) -> ImageInfo:
 # --- served copies -----------------------------------------------------------------------
 
 
+def _ifd0_tags(body: bytes) -> set[int]:
+    """Tags of a TIFF body's first IFD, read directly: Pillow skips entries it cannot
+    read, and a GPS pointer it skipped would otherwise survive in the bytes."""
+    order = {b"II": "<", b"MM": ">"}.get(body[:2])
+    if order is None:
+        raise ValueError("not a TIFF header")
+    offset = struct.unpack_from(order + "I", body, 4)[0]
+    count = struct.unpack_from(order + "H", body, offset)[0]
+    return {struct.unpack_from(order + "H", body, offset + 2 + 12 * i)[0] for i in range(count)}
+
+
 def _exif_without_gps(payload: bytes) -> bytes | None:
     """The TIFF body of an EXIF block with the GPS IFD (and MakerNote) gone.
 
@@ -231,10 +243,10 @@ def _exif_without_gps(payload: bytes) -> bytes | None:
     body = payload[6:] if payload.startswith(b"Exif\0\0") else payload
     exif = Image.Exif()
     try:
-        exif.load(body)
-        if _GPS_IFD not in exif:
+        if _GPS_IFD not in _ifd0_tags(body):
             return body
-        del exif[_GPS_IFD]  # before any get_ifd(GPS): tobytes() writes back loaded IFDs
+        exif.load(body)
+        exif.pop(_GPS_IFD, None)  # before any get_ifd(GPS): tobytes() writes those back
         exif.get_ifd(_EXIF_IFD).pop(_MAKER_NOTE, None)  # vendor blobs may hold GPS too
         return exif.tobytes()[6:]
     except _PIL_ERRORS:
@@ -369,6 +381,7 @@ def resized(data: bytes, width: int) -> bytes:
             shown = image
         if width >= shown.width:
             return served_copy(data)
+        shown = _eight_bit(shown)
         alpha = "A" in shown.mode or "transparency" in shown.info
         if fmt == "JPEG" and shown.mode not in ("L", "RGB"):
             shown = shown.convert("RGB")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from node.catalog import schemas
 from node.catalog.detect import Detection, detect
 from node.catalog.hashing import FileHashes, StreamHasher
-from node.catalog.images import ImageInfo, inspect_image
+from node.catalog.images import ImageInfo, inspect_image, served_copy
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
@@ -137,6 +137,15 @@ class _Ingested:
     in_place: Path | None  # kept where the operator has it
 
 
+def _prepare_previews(images: Sequence[bytes]) -> list[tuple[bytes, ImageInfo]]:
+    """Strip location data first, so that what is stored and named is the clean copy."""
+    out = []
+    for data in images:
+        clean = served_copy(data)  # refuses non-images and bombs before rewriting anything
+        out.append((clean, inspect_image(clean)))
+    return out
+
+
 def _checked_header(path: Path, filename: str) -> SafetensorsHeader:
     """Refuse pickles by name and magic, then validate the safetensors header (blocking)."""
     with open(path, "rb") as handle:
@@ -188,7 +197,7 @@ class Publisher:
         if not await asyncio.to_thread(source.is_file):
             raise NotFound(f"{source} is not a file on the node's disk")
         header = await asyncio.to_thread(_checked_header, source, source.name)
-        previews = [(data, inspect_image(data)) for data in images]
+        previews = await asyncio.to_thread(_prepare_previews, images)
         temp = None if in_place else self.store.temp_path()
         try:
             hashes = await asyncio.to_thread(_copy_and_hash, source, temp)
@@ -211,7 +220,7 @@ class Publisher:
     ) -> Published:
         """Publish an upload, hashed and written to the store as it streams in."""
         refuse_pickle(b"", filename)
-        previews = [(data, inspect_image(data)) for data in images]
+        previews = await asyncio.to_thread(_prepare_previews, images)
         temp = self.store.temp_path()
         hasher = StreamHasher()
         try:

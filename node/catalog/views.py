@@ -385,6 +385,77 @@ class CatalogViews:
                 )
             ).first()
 
+    async def resources(
+        self, conn: AsyncConnection, image_ids: Sequence[bytes]
+    ) -> dict[bytes, list[dict[str, Any]]]:
+        """What each image was made with, linked to catalog versions where a hash matches."""
+        out: dict[bytes, list[dict[str, Any]]] = defaultdict(list)
+        rows = (
+            await conn.execute(
+                sa.select(image_resources)
+                .where(image_resources.c.image_id.in_(image_ids))
+                .order_by(image_resources.c.image_id, image_resources.c.position)
+            )
+        ).all()
+        linked = await self._versions_for_hashes(conn, {r.hash for r in rows if r.hash})
+        for r in rows:
+            version = linked.get(r.hash or "")
+            out[r.image_id].append(
+                {
+                    "name": r.name,
+                    "type": r.type,
+                    "hash": r.hash,
+                    "weight": r.weight,
+                    "modelVersionId": version[0] if version else None,
+                    "modelId": version[1] if version else None,
+                }
+            )
+        return out
+
+    async def _versions_for_hashes(
+        self, conn: AsyncConnection, hashes: set[str]
+    ) -> dict[str, tuple[int, int]]:
+        """hash -> (version int id, model int id), for hashes of any Civitai type."""
+        if not hashes:
+            return {}
+        by_len: dict[int, set[str]] = defaultdict(set)
+        for h in hashes:
+            by_len[len(h)].add(h)
+        column_for = {
+            8: version_files.c.autov1,
+            10: version_files.c.autov2,
+            12: sa.func.substr(version_files.c.autov3, 1, 12),
+            64: version_files.c.sha256,
+        }
+        clauses = [column_for[n].in_(hs) for n, hs in by_len.items() if n in column_for]
+        if not clauses:
+            return {}
+        rows = await conn.execute(
+            sa.select(
+                version_files.c.autov1,
+                version_files.c.autov2,
+                version_files.c.autov3,
+                version_files.c.sha256,
+                model_versions.c.int_id.label("vid"),
+                models.c.int_id.label("mid"),
+            )
+            .join(model_versions, model_versions.c.id == version_files.c.version_id)
+            .join(
+                models,
+                sa.and_(
+                    models.c.root_id == model_versions.c.model_root,
+                    models.c.author == model_versions.c.author,
+                ),
+            )
+            .where(sa.or_(*clauses))
+        )
+        out: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            for value in (row.autov1, row.autov2, (row.autov3 or "")[:12], row.sha256):
+                if value in hashes:
+                    out.setdefault(value, (row.vid, row.mid))
+        return out
+
     async def image_list(
         self,
         *,
@@ -415,21 +486,12 @@ class CatalogViews:
         async with self.db.read() as conn:
             rows = (await conn.execute(stmt)).all()
             names = await usernames(conn, list({r.author for r in rows}))
-            resources: dict[bytes, list[Any]] = defaultdict(list)
-            for res in await conn.execute(
-                sa.select(image_resources).where(
-                    image_resources.c.image_id.in_([r.id for r in rows])
-                )
-            ):
-                resources[res.image_id].append(res)
+            resources = await self.resources(conn, [r.id for r in rows])
         out = []
         for row in rows[:limit]:
             item = self._image(row, with_meta)
             item["username"] = names[row.author]
-            item["civitas"]["resources"] = [
-                {"name": r.name, "type": r.type, "hash": r.hash, "weight": r.weight}
-                for r in resources[row.id]
-            ]
+            item["civitas"]["resources"] = resources[row.id]
             out.append(item)
         return out, len(rows) > limit
 

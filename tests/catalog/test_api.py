@@ -284,3 +284,37 @@ async def test_a_bad_upload_is_refused_and_leaves_nothing(
     assert "safetensors" in (await resp.json())["message"]
     assert (await (await client.get("/api/v1/models")).json())["items"] == []
     assert list(node.store.tmp.iterdir()) == []
+
+
+async def test_image_resources_link_to_catalog_versions_by_hash(
+    client: TestClient, node: Node, alice: User, make_lora: Callable[..., Path], tmp_path: Path
+) -> None:
+    lora = await node.catalog.publish_path(
+        alice.did, make_lora("style.safetensors", 21), {"name": "Style LoRA"}
+    )
+    version = lora["model"]["modelVersions"][0]
+    autov3 = version["files"][0]["hashes"]["AutoV3"]
+    parameters = (
+        "a fox, <lora:style:0.7>\nNegative prompt: blurry\n"
+        f"Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 96x64, "
+        f'Lora hashes: "style: {autov3.lower()}"'
+    )
+    preview = tmp_path / "made-with.png"
+    preview.write_bytes(png_bytes(5, parameters=parameters))
+    other = await node.catalog.publish_path(
+        alice.did, make_lora("other.safetensors", 22), {"name": "Other"}, previews=[preview]
+    )
+    other_version = other["model"]["modelVersions"][0]["id"]
+    listing = await (await client.get(f"/api/v1/images?modelVersionId={other_version}")).json()
+    (image,) = listing["items"]
+    linked = [r for r in image["civitas"]["resources"] if r["modelVersionId"]]
+    assert linked == [
+        {
+            "name": "style",
+            "type": "lora",
+            "hash": autov3,
+            "weight": "0.7",
+            "modelVersionId": version["id"],
+            "modelId": lora["model"]["id"],
+        }
+    ]

@@ -147,9 +147,10 @@ def assert_no_gps_but_comment(data: bytes) -> None:
     assert inspect_image(data).meta == parse_a1111(REAL_WORLD)
 
 
-def test_served_jpeg_loses_gps_and_xmp_keeps_parameters_and_pixels() -> None:
+@pytest.mark.parametrize("progressive", [False, True])
+def test_served_jpeg_loses_gps_and_xmp_keeps_parameters_and_pixels(progressive: bool) -> None:
     exif = exif_with_gps(user_comment(REAL_WORLD))
-    original = encode(picture(5), "JPEG", exif=exif, xmp=XMP, quality=90)
+    original = encode(picture(5), "JPEG", exif=exif, xmp=XMP, progressive=progressive)
     assert GPS_IFD in reopen(original).getexif() and b"GPSLatitude" in original
 
     copy = served_copy(original)
@@ -230,10 +231,16 @@ def test_decompression_bombs_are_refused_before_decoding(width: int, height: int
         assert caught.value.status == 413
 
 
-def test_limits_are_exact() -> None:
-    assert MAX_PIXELS == 40_000_000
-    with pytest.raises(CorruptImage):  # within limits: refused only because IDAT is short
-        inspect_image(png_header(6000, 6000))
+def test_pillow_bomb_warning_range_is_refused_too() -> None:
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ImageTooManyPixels):
+        inspect_image(png_header(10_000, 10_000))  # 100M: Pillow only warns; we refuse
+
+
+@pytest.mark.parametrize(("width", "height"), [(6000, 6000), (16384, 2000), (8000, 5000)])
+def test_images_within_limits_reach_the_decoder(width: int, height: int) -> None:
+    assert width * height <= MAX_PIXELS
+    with pytest.raises(CorruptImage):  # refused only because the IDAT is short
+        inspect_image(png_header(width, height))
 
 
 def test_truncated_images_are_refused() -> None:
@@ -290,6 +297,15 @@ def test_pdq_matches_a_resized_reencoded_copy_but_not_another_image() -> None:
     assert pdq_distance(original.pdq, copy.pdq) <= 31
     assert pdq_distance(original.pdq, other.pdq) > 31
     assert pdq_distance(original.pdq, original.pdq) == 0
+
+
+def test_pdq_of_16_bit_png_matches_8_bit() -> None:
+    grey = picture(19, (256, 192), "L")
+    deep = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+    assert deep.mode == "I;16"
+    a, b = inspect_image(encode(grey, "PNG")), inspect_image(encode(deep, "PNG"))
+    assert a.pdq and b.pdq and pdq_distance(a.pdq, b.pdq) <= 8
+    assert reopen(resized(encode(deep, "PNG"), 64)).mode == "L"
 
 
 def test_pdq_distance_counts_bits() -> None:

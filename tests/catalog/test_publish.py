@@ -223,3 +223,29 @@ async def test_catalog_is_the_same_whatever_order_records_arrive_in(
 
     assert await node.log.reindex() == len(raws)
     assert await snapshot(node) == expected
+
+
+async def test_previews_are_stored_without_location_data(
+    node: Node, alice: User, make_lora: Callable[..., Path], tmp_path: Path
+) -> None:
+    from tests.catalog.test_images import (
+        GPS_IFD,
+        encode,
+        exif_with_gps,
+        picture,
+        reopen,
+        user_comment,
+    )
+
+    photo = encode(picture(1), "JPEG", exif=exif_with_gps(user_comment("Steps: 20, Seed: 7")))
+    assert GPS_IFD in reopen(photo).getexif()
+    preview = tmp_path / "photo.jpg"
+    preview.write_bytes(photo)
+    result = await node.catalog.publish_path(alice.did, make_lora(), FIELDS, previews=[preview])
+    (image,) = result["model"]["modelVersions"][0]["images"]
+    stored = await node.store.local_path(image["civitas"]["sha256"])
+    assert stored is not None
+    kept = stored.read_bytes()
+    assert image["civitas"]["sha256"] == hashlib.sha256(kept).hexdigest().upper()
+    assert not reopen(kept).getexif().get_ifd(GPS_IFD)
+    assert image["meta"]["seed"] == 7  # generation metadata survives
