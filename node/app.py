@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from node import __version__
+from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
 from node.accounts.service import AccountService
+from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
+from node.catalog.fetch import FetchService
 from node.catalog.previews import PreviewCache
 from node.catalog.publish import Publisher
 from node.catalog.search import ModelSearch
@@ -29,12 +32,18 @@ from node.errors import DatabaseError
 from node.home import Home
 from node.http import error_middleware, json_ok, require_admin
 from node.openapi import openapi_json
-from node.p2p import identity
+from node.p2p import identity, torrent_routes
 from node.p2p import routes as p2p_routes
+from node.p2p.federation import routes as federation_routes
+from node.p2p.federation.service import Federation
+from node.p2p.federation.signing import RequestVerifier
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.projections import RecordTypes
+from node.p2p.torrent_routes import TorrentIndex
+from node.p2p.torrents import TorrentEngine
+from node.render import RENDERER, Renderer, security_headers, web_dir
 
 log = logging.getLogger("civitas.node")
 
@@ -57,6 +66,9 @@ class Node:
     accounts: AccountService
     store: FileStore
     catalog: CatalogService
+    torrents: TorrentIndex
+    engine: TorrentEngine | None
+    federation: Federation
 
 
 def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -> Node:
@@ -64,24 +76,38 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     record_log = RecordLog(db, build_record_types())
     accounts = AccountService(db, record_log, home, config.auth.session_hours)
     store = FileStore(home.path / "files", db)
+    index = TorrentIndex(db, store)
+    engine = (
+        TorrentEngine(config.torrent, home.path / "torrents") if config.torrent.enabled else None
+    )
+    fetcher = FetchService(db, index, engine, config.torrent)
+    views = CatalogViews(db)
+    views.torrent_index = index
     catalog = CatalogService(
-        publisher=Publisher(db, record_log, store),
+        publisher=Publisher(db, record_log, store, on_stored=fetcher.seed_published),
         search_index=ModelSearch(db),
-        views=CatalogViews(db),
+        views=views,
         store=store,
         previews=PreviewCache(home.path / "previews"),
         accounts=accounts,
         author_key=home.author_key,
+        fetcher=fetcher,
     )
+    key = node_key or home.node_key()
     return Node(
         config=config,
         home=home,
-        node_key=node_key or home.node_key(),
+        node_key=key,
         db=db,
         log=record_log,
         accounts=accounts,
         store=store,
         catalog=catalog,
+        torrents=index,
+        engine=engine,
+        federation=Federation(
+            db, record_log, key, store, interval_s=config.federation.sync_interval_s
+        ),
     )
 
 
@@ -103,6 +129,17 @@ def set_public_url(app: web.Application, url: str) -> None:
     url = url.rstrip("/")
     app[p2p_routes.NODE_INFO].public_url = url
     app[NODE].catalog.views.base_url = url
+    app[NODE].torrents.base_url = url
+    _set_peer_hint(app[NODE])
+
+
+def _set_peer_hint(node: Node) -> None:
+    """Magnets name this node's BitTorrent address (x.pe) once its port is known."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(node.torrents.base_url).hostname
+    if node.engine is not None and node.engine.session is not None and host:
+        node.torrents.peer_hints = [f"{host}:{node.engine.listen_port}"]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -151,7 +188,26 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         yield
         await node.db.close()
 
+    async def torrent_ctx(_app: web.Application) -> AsyncIterator[None]:
+        if node.engine is None:
+            yield
+            return
+        await node.engine.start()
+        _set_peer_hint(node)
+        await node.catalog.fetcher.start()
+        yield
+        await node.catalog.fetcher.stop()
+        await node.engine.stop()
+
     app.cleanup_ctx.append(database_ctx)
+
+    async def federation_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await node.federation.start()
+        yield
+        await node.federation.stop()
+
+    app.cleanup_ctx.append(torrent_ctx)
+    app.cleanup_ctx.append(federation_ctx)
     set_public_url(app, node.config.public_url)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/admin/status", admin_status)
@@ -159,4 +215,12 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
     catalog_routes.add_routes(app)
+    torrent_routes.add_routes(app, node.torrents)
+    federation_routes.add_routes(app, node.federation, RequestVerifier(node.node_key.did))
+    # Web UI: server-rendered pages over the same services, and their static files.
+    app[RENDERER] = Renderer(web_dir())
+    app.on_response_prepare.append(security_headers)
+    app.router.add_static("/static", app[RENDERER].static_dir)
+    account_pages.add_routes(app)
+    catalog_pages.add_routes(app)
     return app

@@ -86,6 +86,51 @@ class AuthSection:
     session_hours: int = setting(24 * 14, "How long a web UI login lasts, in hours.", _positive)
 
 
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+@dataclass
+class TorrentSection:
+    enabled: bool = setting(True, "Run the BitTorrent engine (seeding and fetching).")
+    listen_host: str = setting("0.0.0.0", "Address BitTorrent peers connect to.")  # noqa: S104
+    listen_port: int = setting(6881, "BitTorrent TCP/uTP port (0: any free port).", _port)
+    dht: bool = setting(True, "Use the BitTorrent DHT to find peers.")
+    allow_lan: bool = setting(
+        False, "Accept peers on private and loopback addresses (a LAN federation)."
+    )
+    upload_rate_limit: int = setting(
+        0, "Upload limit in bytes per second (0: none).", _non_negative
+    )
+    download_rate_limit: int = setting(
+        0, "Download limit in bytes per second (0: none).", _non_negative
+    )
+    connections_limit: int = setting(200, "Most peer connections at once.", _positive)
+    seed_ratio_limit: int = setting(
+        0,
+        "Stop seeding a fetched file at this upload ratio, in percent (0: forever).",
+        _non_negative,
+    )
+    seed_time_limit_hours: int = setting(
+        0, "Stop seeding a fetched file after this many hours (0: forever).", _non_negative
+    )
+    fetch_quota_bytes: int = setting(
+        0, "Disk space fetched files may use, in bytes (0: no quota).", _non_negative
+    )
+    seed: str = setting(
+        "all",
+        "Which files to seed: all, published (only this node's own), or none.",
+        _one_of("all", "published", "none"),
+    )
+
+
+@dataclass
+class FederationSection:
+    sync_interval_s: int = setting(
+        30, "Seconds between full pulls from every peer (pushes go out at once).", _positive
+    )
+
+
 @dataclass
 class Config:
     home: Path
@@ -94,6 +139,8 @@ class Config:
     database: DatabaseSection = field(default_factory=DatabaseSection)
     log: LogSection = field(default_factory=LogSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    torrent: TorrentSection = field(default_factory=TorrentSection)
+    federation: FederationSection = field(default_factory=FederationSection)
 
     @property
     def database_url(self) -> str:
@@ -123,6 +170,12 @@ def _coerce(section: str, key: str, value: Any, want: type, source: str) -> Any:
             raise ConfigError(f"{name} (from {source}): {value!r} is not an integer") from None
     if want is int and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{name} (in {source}) must be an integer, not {value!r}")
+    if isinstance(value, str) and want is bool and source == "environment":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name} (from {source}): {value!r} is not true or false")
+        value = value.lower() in ("true", "1", "yes")
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} (in {source}) must be true or false, not {value!r}")
     if want is str and not isinstance(value, str):
         raise ConfigError(f"{name} (in {source}) must be a string, not {value!r}")
     return value

@@ -93,11 +93,17 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """One write transaction; committed when the block ends without an exception."""
+        """One write transaction; committed when the block ends without an exception.
+
+        Callables appended to ``conn.info["after_commit"]`` run once it has committed.
+        """
         async with self._write_lock, self.engine.connect() as conn:
             await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
                 yield conn
+            hooks = conn.info.pop("after_commit", [])
+        for hook in hooks:
+            hook()
 
     async def check(self) -> None:
         """Raise DatabaseError unless the database answers."""

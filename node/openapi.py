@@ -161,6 +161,81 @@ PATHS: dict[str, dict[str, Any]] = {
             ok="201",
         ),
     },
+    "/announce": {
+        "get": _op(
+            "BitTorrent HTTP tracker (BEP 3/23); answers bencoded",
+            params=_params(
+                ("info_hash", "query", "string"),
+                ("peer_id", "query", "string"),
+                ("port", "query", "integer"),
+                ("left", "query", "integer"),
+            ),
+            content="text/plain",
+        ),
+    },
+    "/federation/v1/torrents/{infohash}": {
+        "get": _op(
+            "The .torrent file for an infohash",
+            params=_params(("infohash", "path", "string")),
+            content="application/x-bittorrent",
+        ),
+    },
+    "/webseed/{sha256}": {
+        "get": _op(
+            "A file by SHA256, Range-capable (BEP 19 web seed)",
+            params=_params(("sha256", "path", "string")),
+            content="application/octet-stream",
+        ),
+    },
+    "/api/downloads": {
+        "post": _op(
+            "Fetch a file over BitTorrent (admin)", body="application/json", auth=True, ok="202"
+        ),
+        "get": _op("Downloads and seeded torrents (admin)", auth=True),
+    },
+    "/api/downloads/{infohash}": {
+        "get": _op(
+            "One download's status (admin)",
+            params=_params(("infohash", "path", "string")),
+            auth=True,
+        ),
+    },
+    "/federation/v1/records": {
+        "get": _op(
+            "This node's record log, paged (msgpack)",
+            params=_params(("after", "query", "integer"), ("limit", "query", "integer")),
+            content="application/msgpack",
+        ),
+    },
+    "/federation/v1/records/{id}": {
+        "get": _op(
+            "One visible record (msgpack)",
+            params=_params(("id", "path", "string")),
+            content="application/msgpack",
+        ),
+    },
+    "/federation/v1/blobs/{sha256}": {
+        "get": _op(
+            "A file this node holds",
+            params=_params(("sha256", "path", "string")),
+            content="application/octet-stream",
+        ),
+    },
+    "/federation/v1/inbox": {
+        "post": _op("A peer's signed push of up to 50 records", body="application/msgpack"),
+    },
+    "/api/admin/peers": {
+        "get": _op("Peers (admin)", auth=True),
+        "post": _op("Peer with a node (admin)", body="application/json", auth=True, ok="201"),
+    },
+    "/api/admin/peers/{did}": {
+        "delete": _op(
+            "Stop federating with a node (admin)",
+            params=_params(("did", "path", "string")),
+            auth=True,
+        ),
+    },
+    "/api/admin/sync": {"post": _op("Sync with every peer now (admin)", auth=True)},
     "/api/models/{id}": {
         "patch": _op(
             "Edit a model (a signed revision)",
@@ -172,11 +247,95 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+def _page(
+    summary: str,
+    *,
+    params: list[dict[str, Any]] | None = None,
+    form: str | None = None,
+) -> dict[str, Any]:
+    """A page of the web UI: HTML (or a 303 redirect after a form), HTML errors too."""
+    html: dict[str, Any] = {"text/html": {}}
+    responses: dict[str, Any] = {"4XX": {"description": "an error page", "content": html}}
+    if form:
+        responses["303"] = {"description": "done: go to the page named by Location"}
+        responses["200"] = {"description": "the form again, with what was wrong", "content": html}
+    else:
+        responses["200"] = {"description": "the page", "content": html}
+    op: dict[str, Any] = {"summary": summary, "tags": ["web UI"], "responses": responses}
+    if params:
+        op["parameters"] = params
+    if form:
+        op["requestBody"] = {
+            "required": True,
+            "content": {form: {"schema": {"type": "object"}}},
+            "description": "the form's fields, with csrf_token (see the README's Web UI section)",
+        }
+    return op
+
+
+FORM = "application/x-www-form-urlencoded"
+PAGES: dict[str, dict[str, Any]] = {
+    "/": {
+        "get": _page(
+            "Browse and search models (image cards, filters, sort, cursor pages)",
+            params=_params(
+                ("q", "query", "string"),
+                ("type", "query", "string"),
+                ("base", "query", "string"),
+                ("rating", "query", "string"),
+                ("tag", "query", "string"),
+                ("sort", "query", "string"),
+                ("cursor", "query", "string"),
+            ),
+        )
+    },
+    "/tags": {"get": _page("Tags, each linking to the models that carry it")},
+    "/creators/{username}": {
+        "get": _page("A creator's models", params=_params(("username", "path", "string")))
+    },
+    "/models/{id}": {
+        "get": _page(
+            "A model: versions, files and hashes, download, permissions, gallery",
+            params=_params(ID, ("version", "query", "integer")),
+        )
+    },
+    "/models/{id}/edit": {
+        "get": _page("The edit form (the model's author)", params=_params(ID)),
+        "post": _page("Save an edit (a signed revision)", params=_params(ID), form=FORM),
+    },
+    "/images/{sha256}": {
+        "get": _page(
+            "An image with its generation data", params=_params(("sha256", "path", "string"))
+        )
+    },
+    "/publish": {
+        "get": _page("The publish form"),
+        "post": _page(
+            "Publish without JavaScript: fields, preview images, then the file",
+            form="multipart/form-data",
+        ),
+    },
+    "/login": {
+        "get": _page("The log-in form", params=_params(("next", "query", "string"))),
+        "post": _page("Log in; sets the session cookie", form=FORM),
+    },
+    "/logout": {"post": _page("Log out", form=FORM)},
+    "/preferences": {"post": _page("Show or hide R and X content (a cookie)", form=FORM)},
+    "/static": {
+        "get": {
+            "summary": "The web UI's CSS, JavaScript and icons, under /static/",
+            "tags": ["web UI"],
+            "responses": {"200": {"description": "a file", "content": {"*/*": {}}}},
+        }
+    },
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Civitas node API", "version": __version__},
-        "paths": PATHS,
+        "paths": {**PATHS, **PAGES},
         "components": {
             "schemas": {
                 "Error": {

@@ -54,12 +54,23 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         await conn.close()
 
 
+# Tests listen on 127.0.0.1 only, on free ports, without the DHT; the BitTorrent engine
+# runs only in the tests that ask for it.
+TEST_SETTINGS = {
+    ("node", "name"): "test-node",
+    ("server", "port"): 0,
+    ("torrent", "enabled"): False,
+    ("torrent", "listen_host"): "127.0.0.1",
+    ("torrent", "listen_port"): 0,
+    ("torrent", "dht"): False,
+    ("torrent", "allow_lan"): True,
+}
+
+
 def make_home(path: Path, database_url: str | None = None) -> tuple[Home, Config]:
     """Create a home the way ``civitas init`` does (without migrating)."""
     home = Home(path)
-    config = load_config(
-        home.path, {("node", "name"): "test-node", ("server", "port"): 0}, environ={}
-    )
+    config = load_config(home.path, TEST_SETTINGS, environ={})
     if database_url:
         config.database.url = database_url
     home.create(render_config(config))

@@ -51,6 +51,12 @@ _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def cli_env(**extra: str) -> dict[str, str]:
     """This process's environment without any CIVITAS_* variable, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIVITAS_")}
+    env.update(  # BitTorrent on loopback, any free port, no DHT
+        CIVITAS_TORRENT_LISTEN_HOST="127.0.0.1",
+        CIVITAS_TORRENT_LISTEN_PORT="0",
+        CIVITAS_TORRENT_DHT="false",
+        CIVITAS_TORRENT_ALLOW_LAN="true",
+    )
     env.update(extra)
     return env
 

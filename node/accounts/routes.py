@@ -27,14 +27,21 @@ from node.http import (
 
 ACCOUNTS = web.AppKey("accounts", AccountService)
 # Logging in replaces whatever session the browser had, so it needs no CSRF token of one.
-CSRF_EXEMPT = frozenset({"/api/auth/login"})
+CSRF_EXEMPT = frozenset({"/api/auth/login", "/login"})
+# HTML forms cannot send the CSRF header: a page route's cookie session waits here, and
+# becomes the request's principal only once the route has checked the form's token field.
+PENDING_SESSION = web.RequestKey("pending_session", Principal)
+# Forms of visitors without a session (log in, preferences) carry this cookie's value.
+FORM_COOKIE = "civitas_form"
+FORM_FIELD = "csrf_token"
 
 
 def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
     """Resolve the request's principal from a Bearer token or the session cookie.
 
     An unknown Bearer token is anonymous (Civitai tools send their own key); cookie
-    sessions must prove same-site origin and carry the CSRF token on state changes.
+    sessions must prove same-site origin and carry the CSRF token on state changes: the
+    header for the API, the form's token field for page routes (see check_form_token).
     """
 
     @web.middleware
@@ -52,15 +59,23 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
         elif SESSION_COOKIE in request.cookies and request.path not in CSRF_EXEMPT:
             session = await accounts.session(request.cookies[SESSION_COOKIE])
             if session is not None:
-                if request.method not in SAFE_METHODS:
-                    _check_same_site(request, session)
-                who = session
+                who = _cookie_principal(request, session)
         if request.method not in SAFE_METHODS and _cross_site(request):
             raise Forbidden("cross-site requests may not change anything")
         request[PRINCIPAL] = who
         return await handler(request)
 
     return auth_middleware
+
+
+def _cookie_principal(request: web.Request, session: Principal) -> Principal:
+    if request.method in SAFE_METHODS:
+        return session
+    if request.path.startswith("/api/") or CSRF_HEADER in request.headers:
+        _check_same_site(request, session)
+        return session
+    request[PENDING_SESSION] = session  # anonymous until the page route checks its form
+    return ANONYMOUS
 
 
 def _cross_site(request: web.Request) -> bool:
@@ -77,14 +92,25 @@ def _check_same_site(request: web.Request, session: Principal) -> None:
         raise Forbidden(f"missing or wrong {CSRF_HEADER} header")
 
 
-async def login(request: web.Request) -> web.Response:
-    data = await read_json(request)
-    session_id, user = await request.app[ACCOUNTS].login(
-        field(data, "username"), field(data, "password")
-    )
-    who = await request.app[ACCOUNTS].session(session_id)
-    assert who is not None
-    response = json_ok({"user": user.public(), "csrf_token": who.csrf_token})
+def check_form_token(request: web.Request, sent: str | None) -> Principal:
+    """Check an HTML form's ``csrf_token`` field; return who posts it.
+
+    A cookie session must send its own CSRF token (then it becomes the principal); a
+    visitor without one sends the value of their ``civitas_form`` cookie (double submit).
+    Requests with a Bearer token carry no ambient credential and need neither.
+    """
+    pending = request.get(PENDING_SESSION)
+    if pending is None and principal(request).authenticated:
+        return principal(request)
+    expected = pending.csrf_token if pending is not None else request.cookies.get(FORM_COOKIE)
+    if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Forbidden("this form has expired or did not come from this site: reload the page")
+    if pending is not None:
+        request[PRINCIPAL] = pending
+    return principal(request)
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, session_id: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
@@ -94,15 +120,31 @@ async def login(request: web.Request) -> web.Response:
         max_age=request.app[ACCOUNTS].session_ms // 1000,
         secure=request.secure,
     )
+
+
+async def end_session(request: web.Request, response: web.StreamResponse) -> None:
+    """Log out the request's session (if it has one) and clear the cookie."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id and principal(request).user is not None:
+        await request.app[ACCOUNTS].logout(session_id)
+    response.del_cookie(SESSION_COOKIE, path="/")
+
+
+async def login(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    session_id, user = await request.app[ACCOUNTS].login(
+        field(data, "username"), field(data, "password")
+    )
+    who = await request.app[ACCOUNTS].session(session_id)
+    assert who is not None
+    response = json_ok({"user": user.public(), "csrf_token": who.csrf_token})
+    set_session_cookie(request, response, session_id)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if session_id and principal(request).user is not None:
-        await request.app[ACCOUNTS].logout(session_id)
     response = json_ok({"ok": True})
-    response.del_cookie(SESSION_COOKIE, path="/")
+    await end_session(request, response)
     return response
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from node.catalog import schemas
 from node.catalog.detect import Detection, detect
-from node.catalog.hashing import FileHashes, StreamHasher
+from node.catalog.hashing import FileHashes, StreamHasher, hash_file_async
 from node.catalog.images import ImageInfo, inspect_image, served_copy
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
@@ -30,6 +30,8 @@ from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.records import Record, sign_record
+from node.p2p.torrent_routes import save_torrent
+from node.p2p.torrentmeta import TorrentMeta, make_torrent, piece_length_for
 
 BLOCK = 4 * 1024 * 1024
 DEFAULT_COMMERCIAL_USE = ("Image", "RentCivit", "Rent", "Sell")
@@ -105,7 +107,9 @@ def _warnings(model: ModelFields, version: VersionFields, found: Detection) -> l
     return notes
 
 
-def _file_entry(name: str, hashes: FileHashes, found: Detection) -> dict[str, Any]:
+def _file_entry(
+    name: str, hashes: FileHashes, found: Detection, torrent: TorrentMeta
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "size": hashes.size,
@@ -114,6 +118,8 @@ def _file_entry(name: str, hashes: FileHashes, found: Detection) -> dict[str, An
         "crc32": bytes.fromhex(hashes.crc32),
         "format": "SafeTensor",
         "primary": True,
+        "infohash": bytes.fromhex(torrent.infohash),
+        "piece_length": torrent.piece_length,
     }
     if hashes.autov1:
         entry["autov1"] = bytes.fromhex(hashes.autov1)
@@ -154,8 +160,9 @@ def _checked_header(path: Path, filename: str) -> SafetensorsHeader:
 
 
 def _copy_and_hash(source: Path, temp: Path | None) -> FileHashes:
-    """The single read: every block goes to the hashers and (unless in place) the copy."""
-    hasher = StreamHasher()
+    """The single read: every block goes to the hashers (torrent pieces included) and,
+    unless the file is seeded in place, to the copy in the store."""
+    hasher = StreamHasher(piece_length=piece_length_for(source.stat().st_size))
     try:
         with open(source, "rb") as src:
             out = open(temp, "wb") if temp else None
@@ -175,12 +182,18 @@ def _copy_and_hash(source: Path, temp: Path | None) -> FileHashes:
 
 class Publisher:
     def __init__(
-        self, db: Database, log: RecordLog, store: FileStore, gate: IngestGate | None = None
+        self,
+        db: Database,
+        log: RecordLog,
+        store: FileStore,
+        gate: IngestGate | None = None,
+        on_stored: Callable[[TorrentMeta, Path, str], None] | None = None,
     ) -> None:
         self.db = db
         self.log = log
         self.store = store
         self.gate = gate
+        self.on_stored = on_stored  # the torrent engine seeds what is stored
 
     async def publish_file(
         self,
@@ -217,12 +230,19 @@ class Publisher:
         *,
         model_root: bytes | None = None,
         images: Sequence[bytes] = (),
+        expected_size: int | None = None,
     ) -> Published:
-        """Publish an upload, hashed and written to the store as it streams in."""
+        """Publish an upload, hashed and written to the store as it streams in.
+
+        Torrent pieces are hashed in the same pass when ``expected_size`` (the request's
+        length) picks the same piece length as the real size; otherwise they take a
+        second read of the stored file.
+        """
         refuse_pickle(b"", filename)
         previews = await asyncio.to_thread(_prepare_previews, images)
         temp = self.store.temp_path()
-        hasher = StreamHasher()
+        guess = piece_length_for(expected_size or 0)
+        hasher = StreamHasher(piece_length=guess)
         try:
             out = await asyncio.to_thread(open, temp, "wb")
             try:
@@ -232,6 +252,8 @@ class Publisher:
             finally:
                 await asyncio.to_thread(out.close)
             hashes = await hasher.afinish()
+            if piece_length_for(hashes.size) != guess:
+                hashes = await hash_file_async(temp, piece_length=piece_length_for(hashes.size))
             header = await asyncio.to_thread(_checked_header, temp, filename)
             ingested = _Ingested(filename, header, hashes, temp, None)
             return await self._commit(author, ingested, model, version, model_root, previews)
@@ -258,6 +280,8 @@ class Publisher:
             return Published(existing[0], existing[1], hashes.sha256, new=False)
         found = detect(header)
         notes = _warnings(model, version, found)
+        assert hashes.piece_length is not None
+        torrent = make_torrent(ingested.filename, hashes.size, hashes.piece_length, hashes.pieces)
         batch: list[Record] = []
         if model_root is None:
             model_record = sign_record(author, schemas.MODEL, model.body(found.model_type))
@@ -277,7 +301,7 @@ class Publisher:
                 "base_model": base_model,
                 "description": version.description,
                 "trained_words": version.trained_words,
-                "files": [_file_entry(ingested.filename, hashes, found)],
+                "files": [_file_entry(ingested.filename, hashes, found, torrent)],
             },
         )
         batch.append(version_record)
@@ -304,8 +328,11 @@ class Publisher:
             for (_, info), path in zip(previews, image_paths, strict=True):
                 await self.store.add_row(conn, info.sha256, info.size, path, in_place=False)
             await self._save_details(conn, hashes.sha256, header, found)
+            await save_torrent(conn, torrent, hashes.sha256)
             for record in batch:
                 await self.log.append_in(conn, record)
+        if self.on_stored is not None:
+            self.on_stored(torrent, stored_at, hashes.sha256)
         return Published(
             model_root,
             version_record.id,

@@ -301,6 +301,35 @@ async def edit_model(request: web.Request) -> web.Response:
     return json_ok(model)
 
 
+# --- fetching over BitTorrent ------------------------------------------------------------
+
+
+async def start_fetch(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await read_json(request)
+    target = data.get("target")
+    if not isinstance(target, str) or not target:
+        raise BadRequest("'target' (a magnet link, model version id or SHA256) is required")
+    nodes = data.get("from", [])
+    if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+        raise BadRequest("'from' must be a list of node URLs")
+    if any(not n.startswith(("http://", "https://")) for n in nodes):
+        raise BadRequest("'from' URLs must be http:// or https://")
+    status = await request.app[CATALOG].fetcher.fetch(target, nodes)
+    return json_ok(status, status=202)
+
+
+async def list_downloads(request: web.Request) -> web.Response:
+    require_admin(request)
+    fetcher = request.app[CATALOG].fetcher
+    return json_ok({"downloads": await fetcher.list_downloads(), "torrents": fetcher.seeding()})
+
+
+async def get_download(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok(await request.app[CATALOG].fetcher.describe(request.match_info["infohash"]))
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/models", list_models)
@@ -317,3 +346,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/models/publish-path", publish_path)
     r.add_post("/api/models/{model_id}/versions", publish_upload)
     r.add_patch("/api/models/{id}", edit_model)
+    r.add_post("/api/downloads", start_fetch)
+    r.add_get("/api/downloads", list_downloads)
+    r.add_get("/api/downloads/{infohash}", get_download)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from node.accounts.service import AccountService
+from node.catalog.fetch import FetchService
 from node.catalog.previews import PreviewCache
 from node.catalog.publish import ModelFields, Published, Publisher, VersionFields
 from node.catalog.schemas import COMMERCIAL_USES, MODEL_TYPES, RATINGS
@@ -86,6 +87,7 @@ class CatalogService:
     previews: PreviewCache
     accounts: AccountService
     author_key: Callable[[str], SigningKey]
+    fetcher: FetchService
 
     async def publish_path(
         self, did: str, path: Path, data: dict[str, Any], previews: Sequence[Path] = ()

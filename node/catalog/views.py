@@ -28,6 +28,8 @@ from node.catalog.tables import (
 )
 from node.db import Database
 from node.p2p.tables import authors
+from node.p2p.torrent_routes import TorrentIndex
+from node.p2p.torrentmeta import magnet
 
 RATING_LEVEL = {"PG": 1, "PG13": 2, "R": 4, "X": 8}
 NSFW_LEVEL_NAME = {"PG": "None", "PG13": "Soft", "R": "Mature", "X": "X"}
@@ -83,6 +85,7 @@ class CatalogViews:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.base_url = ""  # set by the app once the public URL is known
+        self.torrent_index: TorrentIndex | None = None
 
     # --- URLs -----------------------------------------------------------------------
 
@@ -92,6 +95,18 @@ class CatalogViews:
     def image_url(self, sha256: str, int_id: int, mime: str, width: int | None = None) -> str:
         transform = f"width={width}" if width else "original=true"
         return f"{self.base_url}/images/{sha256}/{transform}/{int_id}.{EXTENSIONS.get(mime, 'png')}"
+
+    def _torrent_links(self, row: Any) -> dict[str, str]:
+        if not row.infohash:
+            return {}
+        index = self.torrent_index
+        trackers = index.trackers() if index else []
+        seeds = index.web_seeds(row.sha256) if index else []
+        peers = index.peer_hints if index else []
+        return {
+            "magnet": magnet(row.infohash, row.name, row.size, trackers, seeds, peers),
+            "torrentUrl": f"{self.base_url}/federation/v1/torrents/{row.infohash}",
+        }
 
     # --- images ---------------------------------------------------------------------
 
@@ -153,6 +168,7 @@ class CatalogViews:
                 "size": row.size,
                 "infohash": row.infohash,
                 "pieceLength": row.piece_length,
+                **self._torrent_links(row),
                 "headerMetadata": details.get(row.sha256, {}),
             },
         }

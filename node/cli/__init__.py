@@ -154,9 +154,16 @@ def status(ctx: Context) -> None:
 
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
 from node.cli.catalog import publish, search  # noqa: E402
+from node.cli.peers import peer, sync  # noqa: E402
+from node.cli.torrents import fetch, seed, torrents  # noqa: E402
 
 main.add_command(user)
 main.add_command(token)
 main.add_command(keys)
 main.add_command(publish)
 main.add_command(search)
+main.add_command(fetch)
+main.add_command(torrents)
+main.add_command(seed)
+main.add_command(peer)
+main.add_command(sync)

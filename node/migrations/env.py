@@ -10,9 +10,17 @@ from node.db import metadata
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations with `civitas migrate`, not the alembic command")
+
+
+def _declared(name: str | None, kind: str, _parent: object) -> bool:
+    """Leave the full-text index (raw SQL in 0002) out of autogenerate's comparison."""
+    return not (name or "").startswith(("models_fts", "ix_models_fulltext"))
+
+
 context.configure(
     connection=connection,
     target_metadata=metadata,
+    include_name=_declared,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
 )

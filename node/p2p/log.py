@@ -9,7 +9,7 @@ of the log: :meth:`RecordLog.reindex` rebuilds every projected table from it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +68,8 @@ class RecordLog:
     def __init__(self, db: Database, types: RecordTypes) -> None:
         self.db = db
         self.types = types
+        # Called (without arguments) after a transaction that appended new records commits.
+        self.listeners: list[Callable[[], None]] = []
 
     # --- identity of the log --------------------------------------------------------
 
@@ -127,6 +129,10 @@ class RecordLog:
             .returning(records.c.seq)
         )
         await self.types.project(conn, record)
+        hooks = conn.info.setdefault("after_commit", [])
+        for listener in self.listeners:
+            if listener not in hooks:
+                hooks.append(listener)
         return Appended(record, int(seq), new=True)
 
     async def set_state(self, record_id: bytes, state: State) -> None:

@@ -53,3 +53,48 @@ blobs = sa.Table(
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("in_place", sa.Boolean, nullable=False, server_default=sa.false()),
 )
+
+# The v1 info dict of every torrent this node can serve (its own files and fetched ones),
+# so peers can get the .torrent from GET /federation/v1/torrents/{infohash}.
+torrents = sa.Table(
+    "torrents",
+    metadata,
+    sa.Column("infohash", sa.String(40), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("piece_length", sa.Integer, nullable=False),
+    sa.Column("info", sa.LargeBinary, nullable=False),
+)
+
+# Files this node is fetching or has fetched; resume data makes a restart cheap.
+downloads = sa.Table(
+    "downloads",
+    metadata,
+    sa.Column("infohash", sa.String(40), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # downloading, complete, failed
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("sources", sa.Text, nullable=False, server_default="{}"),  # JSON
+    sa.Column("resume", sa.LargeBinary, nullable=True),
+    sa.Column("added", sa.BigInteger, nullable=False),
+    sa.Column("finished", sa.BigInteger, nullable=True),
+)
+
+# Nodes this operator peers with: pulled from, pushed to, trusted to push to our inbox.
+peers = sa.Table(
+    "peers",
+    metadata,
+    sa.Column("did", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("epoch", sa.String(64), nullable=True),  # their log epoch our cursor is for
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pushed", sa.BigInteger, nullable=False, server_default="0"),  # our seq sent
+    sa.Column("blocked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("added", sa.BigInteger, nullable=False),
+    sa.Column("last_sync", sa.BigInteger, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)

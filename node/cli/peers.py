@@ -1,0 +1,58 @@
+"""``civitas peer`` and ``civitas sync``: federation, through the running node."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from node.cli.common import Context, handle_errors, pass_ctx, run
+from node.client import NodeClient
+
+
+@click.group()
+def peer() -> None:
+    """The nodes this node federates with (both sides add each other)."""
+
+
+@peer.command("add")
+@click.argument("url")
+@pass_ctx
+@handle_errors
+def peer_add(ctx: Context, url: str) -> None:
+    """Peer with the node at URL: pull its records and push ours to it."""
+    data = run(NodeClient.for_home(ctx.home).post("/api/admin/peers", {"url": url}))
+    p = data["peer"]
+    click.echo(f"peered with {p['name'] or p['url']} ({p['did']})")
+
+
+@peer.command("list")
+@pass_ctx
+@handle_errors
+def peer_list(ctx: Context) -> None:
+    """List peers with their sync state."""
+    peers = run(NodeClient.for_home(ctx.home).get("/api/admin/peers"))["peers"]
+    if not peers:
+        click.echo("no peers")
+    for p in peers:
+        state = f"error: {p['last_error']}" if p["last_error"] else "ok"
+        click.echo(f"{p['did']}\t{p['url']}\tcursor {p['cursor']}\t{state}")
+
+
+@peer.command("remove")
+@click.argument("did")
+@pass_ctx
+@handle_errors
+def peer_remove(ctx: Context, did: str) -> None:
+    """Stop federating with the node DID."""
+    run(NodeClient.for_home(ctx.home).request("DELETE", f"/api/admin/peers/{did}"))
+    click.echo(f"removed {did}")
+
+
+@click.command()
+@pass_ctx
+@handle_errors
+def sync(ctx: Context) -> None:
+    """Pull from and push to every peer now (it also happens every sync_interval_s)."""
+    report = run(NodeClient.for_home(ctx.home).post("/api/admin/sync"))
+    click.echo(json.dumps(report["peers"], indent=2))

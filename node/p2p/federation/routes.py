@@ -1,0 +1,116 @@
+"""Federation endpoints, and the operator's peer management API.
+
+- ``GET /federation/v1/records?after=SEQ&limit=N`` — our log, paged, msgpack;
+- ``GET /federation/v1/records/{id}`` — one visible record's bytes;
+- ``GET /federation/v1/blobs/{sha256}`` — a file we hold (image previews);
+- ``POST /federation/v1/inbox`` — a peer pushes a batch (≤ 50), signed by its node key.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from node.errors import BadRequest, CivitasError, Forbidden, NotFound, PayloadTooLarge
+from node.http import field, json_ok, read_json, require_admin
+from node.p2p.federation import wire
+from node.p2p.federation.service import Federation
+from node.p2p.federation.signing import RequestVerifier
+from node.p2p.records import MAX_RECORD_BYTES
+
+FEDERATION = web.AppKey("federation", Federation)
+VERIFIER = web.AppKey("request_verifier", RequestVerifier)
+HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_INBOX_BYTES = wire.MAX_PUSH * (MAX_RECORD_BYTES + 16) + 1024
+
+
+def _query_int(request: web.Request, name: str, default: int, hi: int) -> int:
+    try:
+        value = int(request.query.get(name, default))
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not 0 <= value <= hi:
+        raise BadRequest(f"{name} must be from 0 to {hi}")
+    return value
+
+
+async def record_page(request: web.Request) -> web.Response:
+    after = _query_int(request, "after", 0, 2**62)
+    limit = max(1, _query_int(request, "limit", 100, wire.MAX_PAGE))
+    page = await request.app[FEDERATION].page(after, limit)
+    return web.Response(body=wire.encode_page(page), content_type=wire.MSGPACK)
+
+
+async def one_record(request: web.Request) -> web.Response:
+    record_id = request.match_info["id"]
+    if not HEX64.match(record_id):
+        raise NotFound("a record id is 64 hex characters")
+    state, raw = await request.app[FEDERATION].record(bytes.fromhex(record_id))
+    if raw is None:
+        return web.json_response(
+            {"error": "record_" + state, "message": f"the record is {state}"}, status=410
+        )
+    return web.Response(body=raw, content_type=wire.MSGPACK)
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    sha256 = request.match_info["sha256"]
+    path = await request.app[FEDERATION].store.local_path(sha256) if HEX64.match(sha256) else None
+    if path is None:
+        raise NotFound("this node does not hold that file")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def inbox(request: web.Request) -> web.Response:
+    body = await request.content.read(MAX_INBOX_BYTES + 1)
+    if len(body) > MAX_INBOX_BYTES:
+        raise PayloadTooLarge(f"an inbox batch is at most {wire.MAX_PUSH} records")
+    sender = request.app[VERIFIER].verify(request.method, request.path_qs, body, request.headers)
+    federation = request.app[FEDERATION]
+    try:
+        peer = await federation.trusted_peer(sender)
+    except CivitasError as exc:
+        raise Forbidden(exc.message) from None
+    accepted, errors = await federation.accept(wire.decode_batch(body), peer)
+    return json_ok({"accepted": accepted, "rejected": errors})
+
+
+# --- the operator's side ---------------------------------------------------------------------
+
+
+async def list_peers(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok({"peers": [p.public() for p in await request.app[FEDERATION].list_peers()]})
+
+
+async def add_peer(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await read_json(request)
+    peer = await request.app[FEDERATION].add_peer(field(data, "url"))
+    return json_ok({"peer": peer.public()}, status=201)
+
+
+async def remove_peer(request: web.Request) -> web.Response:
+    require_admin(request)
+    await request.app[FEDERATION].remove_peer(request.match_info["did"])
+    return json_ok({"removed": request.match_info["did"]})
+
+
+async def sync_now(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok({"peers": await request.app[FEDERATION].sync_all()})
+
+
+def add_routes(app: web.Application, federation: Federation, verifier: RequestVerifier) -> None:
+    app[FEDERATION] = federation
+    app[VERIFIER] = verifier
+    r = app.router
+    r.add_get("/federation/v1/records", record_page)
+    r.add_get("/federation/v1/records/{id}", one_record)
+    r.add_get("/federation/v1/blobs/{sha256}", blob)
+    r.add_post("/federation/v1/inbox", inbox)
+    r.add_get("/api/admin/peers", list_peers)
+    r.add_post("/api/admin/peers", add_peer)
+    r.add_delete("/api/admin/peers/{did}", remove_peer)
+    r.add_post("/api/admin/sync", sync_now)

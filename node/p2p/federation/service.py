@@ -1,0 +1,349 @@
+"""Peering and sync: pull every peer's log with a cursor, push news to their inboxes.
+
+Peering is explicit: an operator adds a peer by URL and the node learns its did from
+``/.well-known/civitas``. Pull repairs everything push misses; a peer whose log epoch
+changed (restored from a backup) is read again from the start. A page's valid records
+are appended and projected in one transaction; a bad record is skipped and logged, never
+allowed to block the rest. Image previews named by new records are fetched from the peer
+that sent them, size-capped and checked against their SHA256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from node.db import Database
+from node.errors import BadRequest, CivitasError, Conflict, NotFound, RecordError
+from node.p2p.federation import wire
+from node.p2p.federation.signing import sign_request
+from node.p2p.filestore import FileStore
+from node.p2p.keys import SigningKey
+from node.p2p.log import RecordLog, get_meta
+from node.p2p.records import Record, now_ms, verify_record
+from node.p2p.tables import peers, records
+
+log = logging.getLogger("civitas.federation")
+TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+MAX_PAGE_BYTES = 40 * 1024 * 1024
+MAX_BLOB_BYTES = 50 * 1024 * 1024
+PAGE = 200
+
+
+class PeerError(CivitasError):
+    code = "peer_error"
+    status = 502
+
+
+@dataclass(frozen=True)
+class Peer:
+    did: str
+    url: str
+    name: str
+    epoch: str | None
+    cursor: int
+    pushed: int
+    blocked: bool
+    last_sync: int | None
+    last_error: str | None
+
+    def public(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _peer(row: Any) -> Peer:
+    return Peer(
+        row.did,
+        row.url,
+        row.name,
+        row.epoch,
+        row.cursor,
+        row.pushed,
+        row.blocked,
+        row.last_sync,
+        row.last_error,
+    )
+
+
+class Federation:
+    def __init__(
+        self,
+        db: Database,
+        log: RecordLog,
+        key: SigningKey,
+        store: FileStore,
+        interval_s: int = 30,
+    ) -> None:
+        self.db = db
+        self.log = log
+        self.key = key
+        self.store = store
+        self.interval_s = interval_s
+        self._wake = asyncio.Event()  # something new to push
+        self._push_task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- HTTP to peers -------------------------------------------------------------------
+
+    async def _get(self, url: str, limit: int) -> bytes:
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as session,
+                session.get(url, allow_redirects=False) as resp,
+            ):
+                body = await resp.content.read(limit + 1)
+                if resp.status != 200:
+                    raise PeerError(f"{url} answered {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerError(f"cannot reach {url}: {exc}") from None
+        if len(body) > limit:
+            raise PeerError(f"{url} sent more than {limit} bytes")
+        return body
+
+    async def _post_signed(self, peer: Peer, path: str, body: bytes) -> None:
+        headers = sign_request(self.key, "POST", path, body, peer.did)
+        headers["Content-Type"] = wire.MSGPACK
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=TIMEOUT) as session,
+                session.post(
+                    peer.url + path, data=body, headers=headers, allow_redirects=False
+                ) as resp,
+            ):
+                if resp.status >= 400:
+                    raise PeerError(
+                        f"{peer.url} refused our push: {resp.status} {(await resp.text())[:200]}"
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerError(f"cannot reach {peer.url}: {exc}") from None
+
+    # --- peers -----------------------------------------------------------------------------
+
+    async def add_peer(self, url: str) -> Peer:
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise BadRequest("a peer URL starts with http:// or https://")
+        import json
+
+        try:
+            info = json.loads(await self._get(f"{url}/.well-known/civitas", 64 * 1024))
+            did, name = str(info["did"]), str(info.get("name", ""))[:200]
+        except (ValueError, KeyError, TypeError):
+            raise PeerError(f"{url} does not look like a Civitas node") from None
+        if did == self.key.did:
+            raise BadRequest("that is this node itself")
+        async with self.db.write() as conn:
+            if await conn.scalar(sa.select(peers.c.did).where(peers.c.did == did)) is not None:
+                raise Conflict(f"{did} is a peer already")
+            await conn.execute(peers.insert().values(did=did, url=url, name=name, added=now_ms()))
+        self.nudge()
+        return await self.peer(did)
+
+    async def peer(self, did: str) -> Peer:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(peers).where(peers.c.did == did))).first()
+        if row is None:
+            raise NotFound(f"{did} is not a peer of this node")
+        return _peer(row)
+
+    async def list_peers(self) -> list[Peer]:
+        async with self.db.read() as conn:
+            return [_peer(r) for r in await conn.execute(sa.select(peers).order_by(peers.c.added))]
+
+    async def remove_peer(self, did: str) -> None:
+        async with self.db.write() as conn:
+            gone = await conn.execute(peers.delete().where(peers.c.did == did))
+        if gone.rowcount == 0:
+            raise NotFound(f"{did} is not a peer of this node")
+
+    async def trusted_peer(self, did: str) -> Peer:
+        """A peer allowed to push to our inbox."""
+        try:
+            peer = await self.peer(did)
+        except NotFound:
+            raise CivitasError(f"{did} is not a peer of this node") from None
+        if peer.blocked:
+            raise CivitasError(f"{did} is blocked on this node")
+        return peer
+
+    async def _update(self, did: str, **values: Any) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(peers.update().where(peers.c.did == did).values(values))
+
+    # --- accepting records ----------------------------------------------------------------
+
+    async def accept(self, raws: Sequence[bytes], source: Peer) -> tuple[int, list[str]]:
+        """Verify each record alone, append the good ones together; (new, errors)."""
+        good: list[Record] = []
+        errors: list[str] = []
+        for raw in raws:
+            try:
+                record = verify_record(raw)
+                self.log.types.check_body(record)
+                good.append(record)
+            except RecordError as exc:
+                errors.append(exc.code)
+                log.info("record refused", extra={"peer": source.did, "why": exc.message})
+        appended = await self.log.accept_verified(good) if good else []
+        new = [a.record for a in appended if a.new]
+        await self._fetch_previews(new, source)
+        return len(new), errors
+
+    async def _fetch_previews(self, new: Sequence[Record], source: Peer) -> None:
+        for record in new:
+            if record.type != "image" or not isinstance(record.body.get("sha256"), bytes):
+                continue
+            sha = record.body["sha256"].hex().upper()
+            if await self.store.local_path(sha) is not None:
+                continue
+            try:
+                data = await self._get(f"{source.url}/federation/v1/blobs/{sha}", MAX_BLOB_BYTES)
+            except PeerError as exc:
+                log.info("preview not fetched", extra={"sha256": sha, "why": exc.message})
+                continue
+            if hashlib.sha256(data).hexdigest().upper() != sha:
+                log.warning("preview does not match its SHA256", extra={"peer": source.did})
+                continue
+            temp = self.store.temp_path()
+            await asyncio.to_thread(temp.write_bytes, data)
+            path = await asyncio.to_thread(self.store.commit_temp, temp, sha)
+            async with self.db.write() as conn:
+                await self.store.add_row(conn, sha, len(data), path, in_place=False)
+
+    # --- pull and push --------------------------------------------------------------------
+
+    async def pull(self, peer: Peer) -> int:
+        """Read the peer's log from our cursor; return how many records were new."""
+        cursor, epoch, total = peer.cursor, peer.epoch, 0
+        while True:
+            page = wire.decode_page(
+                await self._get(
+                    f"{peer.url}/federation/v1/records?after={cursor}&limit={PAGE}", MAX_PAGE_BYTES
+                )
+            )
+            if page.epoch != epoch:
+                if cursor != 0:  # restored from a backup: start over
+                    cursor, epoch = 0, page.epoch
+                    continue
+                epoch = page.epoch
+            raws = [e.raw for e in page.entries if e.raw is not None]
+            new, _ = await self.accept(raws, peer)
+            total += new
+            if page.entries:
+                cursor = page.entries[-1].seq
+            await self._update(peer.did, cursor=cursor, epoch=epoch)
+            if not page.more:
+                return total
+
+    async def push(self, peer: Peer) -> int:
+        """Send the peer what we accepted since we last pushed to it, in batches."""
+        sent = 0
+        cursor = peer.pushed
+        while True:
+            batch = await self.log.after(cursor, limit=wire.MAX_PUSH)
+            if not batch:
+                return sent
+            raws = [e.raw for e in batch if e.state == "visible" and e.raw is not None]
+            if raws:
+                await self._post_signed(peer, "/federation/v1/inbox", wire.encode_batch(raws))
+                sent += len(raws)
+            cursor = batch[-1].seq
+            await self._update(peer.did, pushed=cursor)
+
+    async def sync_all(self) -> dict[str, Any]:
+        """One round with every peer: pull then push. Errors are kept per peer."""
+        async with self._lock:
+            report: dict[str, Any] = {}
+            for peer in await self.list_peers():
+                if peer.blocked:
+                    continue
+                try:
+                    pulled = await self.pull(peer)
+                    pushed = await self.push(await self.peer(peer.did))
+                    await self._update(peer.did, last_sync=now_ms(), last_error=None)
+                    report[peer.did] = {"pulled": pulled, "pushed": pushed}
+                except CivitasError as exc:
+                    await self._update(peer.did, last_error=exc.message)
+                    report[peer.did] = {"error": exc.message}
+            return report
+
+    # --- background -------------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """New records were committed: push them to peers soon (news spreads in seconds)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.log.listeners.append(self.nudge)
+        self._task = asyncio.create_task(self._pull_loop(), name="federation-pull")
+        self._push_task = asyncio.create_task(self._push_loop(), name="federation-push")
+
+    async def stop(self) -> None:
+        if self.nudge in self.log.listeners:
+            self.log.listeners.remove(self.nudge)
+        for task in (self._task, self._push_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _pull_loop(self) -> None:
+        """Pull repairs whatever push missed: a full round every ``interval_s``."""
+        while True:
+            try:
+                await self.sync_all()
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("sync round failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            async with self._lock:
+                for peer in await self.list_peers():
+                    if peer.blocked:
+                        continue
+                    try:
+                        await self.push(peer)
+                    except CivitasError as exc:
+                        await self._update(peer.did, last_error=exc.message)
+
+    # --- serving our log ---------------------------------------------------------------------
+
+    async def page(self, after: int, limit: int) -> wire.Page:
+        high = await self.log.high_water()
+        entries = await self.log.after(after, limit=limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        async with self.db.read() as conn:
+            epoch = await get_meta(conn, "log_epoch") or ""
+        return wire.Page(
+            epoch,
+            high,
+            [
+                wire.PageEntry(e.seq, e.id, e.state, e.raw if e.state == "visible" else None)
+                for e in entries
+            ],
+            more,
+        )
+
+    async def record(self, record_id: bytes) -> tuple[str, bytes | None]:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(records.c.state, records.c.raw).where(records.c.id == record_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("this node has no such record")
+        return row.state, row.raw if row.state == "visible" else None

@@ -1,0 +1,108 @@
+"""What a node serves so that its torrents work anywhere: tracker, .torrent files, web seed.
+
+- ``GET /announce`` — the HTTP tracker, for the torrents this node knows;
+- ``GET /federation/v1/torrents/{infohash}`` — the ``.torrent`` (its info dict hashes to
+  the infohash), naming this node's tracker and web seed;
+- ``GET /webseed/{sha256}`` — the file itself, Range-capable (BEP 19 web seed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.db import Database
+from node.errors import NotFound
+from node.p2p.filestore import FileStore
+from node.p2p.tables import torrents
+from node.p2p.torrentmeta import TorrentMeta, meta_from_info, torrent_file
+from node.p2p.tracker import Swarms, make_announce_handler
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass
+class TorrentIndex:
+    """The info dicts this node holds, and the URLs it names in torrents and magnets."""
+
+    db: Database
+    store: FileStore
+    base_url: str = ""
+    peer_hints: list[str] = field(default_factory=list)  # "host:port" of our libtorrent
+
+    async def get(self, infohash: str) -> tuple[TorrentMeta, str] | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(sa.select(torrents).where(torrents.c.infohash == infohash))
+            ).first()
+        return (meta_from_info(row.info), row.sha256) if row is not None else None
+
+    async def knows(self, infohash: str) -> bool:
+        async with self.db.read() as conn:
+            found = await conn.scalar(
+                sa.select(torrents.c.infohash).where(torrents.c.infohash == infohash)
+            )
+        return found is not None
+
+    def trackers(self) -> list[str]:
+        return [f"{self.base_url}/announce"] if self.base_url else []
+
+    def web_seeds(self, sha256: str) -> list[str]:
+        return [f"{self.base_url}/webseed/{sha256.upper()}"] if self.base_url else []
+
+
+async def save_torrent(conn: AsyncConnection, meta: TorrentMeta, sha256: str) -> None:
+    """Keep a torrent's info dict (idempotent), inside the caller's write transaction."""
+    exists = await conn.scalar(
+        sa.select(torrents.c.infohash).where(torrents.c.infohash == meta.infohash)
+    )
+    if exists is None:
+        await conn.execute(
+            torrents.insert().values(
+                infohash=meta.infohash,
+                sha256=sha256,
+                name=meta.name,
+                size=meta.size,
+                piece_length=meta.piece_length,
+                info=meta.info,
+            )
+        )
+
+
+TORRENT_INDEX = web.AppKey("torrent_index", TorrentIndex)
+
+
+async def torrent(request: web.Request) -> web.Response:
+    index = request.app[TORRENT_INDEX]
+    infohash = request.match_info["infohash"].lower()
+    found = await index.get(infohash) if HEX40.match(infohash) else None
+    if found is None:
+        raise NotFound("this node has no torrent with that infohash")
+    meta, sha256 = found
+    body = torrent_file(meta, index.trackers(), index.web_seeds(sha256))
+    return web.Response(
+        body=body,
+        content_type="application/x-bittorrent",
+        headers={"Content-Disposition": f'attachment; filename="{infohash}.torrent"'},
+    )
+
+
+async def webseed(request: web.Request) -> web.StreamResponse:
+    path = await request.app[TORRENT_INDEX].store.local_path(request.match_info["sha256"])
+    if path is None:
+        raise NotFound("this node does not hold that file")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+def add_routes(app: web.Application, index: TorrentIndex) -> None:
+    app[TORRENT_INDEX] = index
+    swarms = Swarms()
+    handler: Any = make_announce_handler(swarms, index.knows)
+    app.router.add_get("/announce", handler)
+    app.router.add_get("/federation/v1/torrents/{infohash}", torrent)
+    app.router.add_get("/webseed/{sha256}", webseed)

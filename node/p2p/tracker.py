@@ -1,0 +1,114 @@
+"""The node's HTTP tracker (BEP 3, compact peers BEP 23), for the torrents it knows.
+
+Magnets carry this tracker, so they work without the DHT. Peers are kept in memory and
+forgotten when they stop announcing. The announce ``ip=`` parameter is ignored: a peer
+is where its request came from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import libtorrent as lt
+from aiohttp import web
+
+INTERVAL = 60
+MAX_PEERS_RETURNED = 50
+MAX_SWARM = 2000
+
+
+@dataclass
+class _Peer:
+    ip: str
+    port: int
+    seeder: bool
+    seen: float
+
+
+@dataclass
+class Swarms:
+    """Who announced what, in memory."""
+
+    swarms: dict[bytes, dict[bytes, _Peer]] = field(default_factory=dict)
+
+    def announce(
+        self, infohash: bytes, peer_id: bytes, ip: str, port: int, left: int, event: str
+    ) -> tuple[list[_Peer], int, int]:
+        now = time.monotonic()
+        swarm = self.swarms.setdefault(infohash, {})
+        for pid in [p for p, peer in swarm.items() if now - peer.seen > 3 * INTERVAL]:
+            del swarm[pid]
+        if event == "stopped":
+            swarm.pop(peer_id, None)
+        elif peer_id in swarm or len(swarm) < MAX_SWARM:
+            swarm[peer_id] = _Peer(ip, port, left == 0, now)
+        others = [p for pid, p in swarm.items() if pid != peer_id]
+        seeders = sum(1 for p in swarm.values() if p.seeder)
+        return others[:MAX_PEERS_RETURNED], seeders, len(swarm) - seeders
+
+
+def _bencoded(body: Any) -> web.Response:
+    return web.Response(body=bytes(lt.bencode(body)), content_type="text/plain")
+
+
+def _failure(reason: str) -> web.Response:
+    return _bencoded({b"failure reason": reason.encode()})
+
+
+def _compact(peers: list[_Peer]) -> tuple[bytes, bytes]:
+    v4, v6 = bytearray(), bytearray()
+    for peer in peers:
+        address = ipaddress.ip_address(peer.ip)
+        packed = address.packed + peer.port.to_bytes(2, "big")
+        (v4 if address.version == 4 else v6).extend(packed)
+    return bytes(v4), bytes(v6)
+
+
+def make_announce_handler(
+    swarms: Swarms, known: Callable[[str], Awaitable[bool]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /announce``; ``known(infohash_hex)`` says whether this node tracks it."""
+
+    async def announce(request: web.Request) -> web.Response:
+        query = parse_qs(request.rel_url.raw_query_string, encoding="latin-1")
+
+        def raw(name: str) -> bytes | None:
+            values = query.get(name)
+            return values[0].encode("latin-1") if values else None
+
+        infohash, peer_id = raw("info_hash"), raw("peer_id")
+        if infohash is None or len(infohash) != 20 or peer_id is None or len(peer_id) != 20:
+            return _failure("info_hash and peer_id must be 20 bytes")
+        try:
+            port = int(query["port"][0])
+            left = int(query.get("left", ["0"])[0])
+        except (KeyError, ValueError):
+            return _failure("port and left must be integers")
+        if not 0 < port < 65536:
+            return _failure("port out of range")
+        if not await known(infohash.hex()):
+            return _failure("this tracker does not track that torrent")
+        ip = request.remote or ""
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return _failure("cannot tell your address")
+        event = (query.get("event") or [""])[0]
+        peers, complete, incomplete = swarms.announce(infohash, peer_id, ip, port, left, event)
+        v4, v6 = _compact(peers)
+        body: dict[bytes, Any] = {
+            b"interval": INTERVAL,
+            b"complete": complete,
+            b"incomplete": incomplete,
+            b"peers": v4,
+        }
+        if v6:
+            body[b"peers6"] = v6
+        return _bencoded(body)
+
+    return announce

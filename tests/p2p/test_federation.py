@@ -1,0 +1,233 @@
+"""Federation between live nodes: peering, push, pull, epochs, signed requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from node.errors import Unauthorized
+from node.p2p.federation import wire
+from node.p2p.federation.signing import (
+    NODE_HEADER,
+    RequestVerifier,
+    sign_request,
+    signed_string,
+)
+from node.p2p.keys import SigningKey
+from node.p2p.log import set_meta
+from node.p2p.records import sign_record
+from node.p2p.tables import peers
+from tests.catalog.conftest import PASSWORD, lora_file, png_bytes
+from tests.p2p.test_torrents import LiveNode, start_node, wait_for
+
+VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "requests.json").read_text())
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
+def test_request_signature_known_answers(vector: dict[str, Any]) -> None:
+    key = SigningKey.from_seed(bytes.fromhex(vector["seed"]))
+    body = bytes.fromhex(vector["body"])
+    text = signed_string(
+        vector["method"], vector["path"], body, vector["time"], vector["destination"]
+    )
+    assert text.decode() == vector["signed_string"]
+    headers = sign_request(
+        key, vector["method"], vector["path"], body, vector["destination"], vector["time"]
+    )
+    assert headers == vector["headers"]
+    verifier = RequestVerifier(vector["destination"])
+    assert (
+        verifier.verify(vector["method"], vector["path"], body, headers, now=vector["time"])
+        == key.did
+    )
+
+
+def test_request_verification_refuses_what_it_must() -> None:
+    key = SigningKey.from_seed(b"n" * 32)
+    me = SigningKey.from_seed(b"m" * 32).did
+    now = 1_800_000_000_000
+    headers = sign_request(key, "POST", "/federation/v1/inbox", b"body", me, now)
+
+    def check(**changes: Any) -> None:
+        args = {
+            "method": "POST",
+            "path": "/federation/v1/inbox",
+            "body": b"body",
+            "headers": headers,
+            "now": now,
+            **changes,
+        }
+        RequestVerifier(me).verify(**args)
+
+    check()
+    with pytest.raises(Unauthorized, match="5 minutes"):
+        check(now=now + 5 * 60 * 1000 + 1)
+    with pytest.raises(Unauthorized, match="signature"):
+        check(body=b"other body")
+    with pytest.raises(Unauthorized, match="signature"):
+        check(path="/federation/v1/inbox?x=1")
+    with pytest.raises(Unauthorized, match="signature"):
+        RequestVerifier(SigningKey.from_seed(b"x" * 32).did).verify(
+            "POST", "/federation/v1/inbox", b"body", headers, now=now
+        )  # meant for another node
+    with pytest.raises(Unauthorized, match="headers"):
+        check(headers={k: v for k, v in headers.items() if k != NODE_HEADER})
+    verifier = RequestVerifier(me)
+    verifier.verify("POST", "/federation/v1/inbox", b"body", headers, now=now)
+    with pytest.raises(Unauthorized, match="replay"):
+        verifier.verify("POST", "/federation/v1/inbox", b"body", headers, now=now)
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[LiveNode, LiveNode]]:
+    async for a in start_node(tmp_path / "a", enabled=False):
+        async for b in start_node(tmp_path / "b", enabled=False):
+            for one, other in ((a, b), (b, a)):
+                resp = await one.client.post(
+                    "/api/admin/peers", json={"url": other.url}, headers=one.admin
+                )
+                assert resp.status == 201, await resp.text()
+            yield a, b
+
+
+async def models_on(live: LiveNode) -> list[dict[str, Any]]:
+    return (await (await live.client.get("/api/v1/models")).json())["items"]  # type: ignore[no-any-return]
+
+
+async def test_a_model_published_on_one_node_is_found_on_its_peer(
+    pair: tuple[LiveNode, LiveNode], tmp_path: Path
+) -> None:
+    a, b = pair
+    alice = await a.node.accounts.add_user("alice", PASSWORD)
+    preview = tmp_path / "p.png"
+    preview.write_bytes(png_bytes(2))
+    published = await a.node.catalog.publish_path(
+        alice.did, lora_file(tmp_path / "fox.safetensors", 4), {"name": "Fox"}, previews=[preview]
+    )
+
+    async def arrived() -> Any:  # pushed to B's inbox, no waiting for a pull round
+        return await models_on(b)
+
+    (model,) = await wait_for(arrived, "the model on B")
+    original = published["model"]
+    assert model["id"] == original["id"]  # the same integer id on every node
+    assert model["name"] == "Fox" and model["creator"]["username"] == "alice"
+    assert model["civitas"]["rootId"] == original["civitas"]["rootId"]
+    sha = original["modelVersions"][0]["files"][0]["hashes"]["SHA256"]
+    resp = await b.client.get(f"/api/v1/model-versions/by-hash/{sha}")
+    assert resp.status == 200
+
+    async def preview_fetched() -> Any:
+        image = (await models_on(b))[0]["modelVersions"][0]["images"][0]
+        return await b.node.store.local_path(image["civitas"]["sha256"])
+
+    assert (
+        await wait_for(preview_fetched, "the preview on B")
+    ).read_bytes() == preview.read_bytes()
+
+    # An edit on A reaches B too.
+    await a.node.catalog.edit_model(alice.did, original["id"], {"name": "Fox, renamed"})
+
+    async def renamed() -> Any:
+        return [m for m in await models_on(b) if m["name"] == "Fox, renamed"]
+
+    await wait_for(renamed, "the edit on B")
+
+
+async def test_pull_pages_through_a_long_log(pair: tuple[LiveNode, LiveNode]) -> None:
+    a, b = pair
+    for live in pair:
+        await live.node.federation.stop()  # no pushes: B must pull
+    key = SigningKey.from_seed(b"p" * 32)
+    batch = [sign_record(key, "profile", {"name": f"n{i}"}, created=1000 + i) for i in range(450)]
+    await a.node.log.accept_verified(batch)
+    peer = await b.node.federation.peer(a.node.node_key.did)
+    assert await b.node.federation.pull(peer) == 450
+    assert await b.node.log.count() == 450
+    peer = await b.node.federation.peer(a.node.node_key.did)
+    assert peer.cursor == await a.node.log.high_water()
+    assert await b.node.federation.pull(peer) == 0  # nothing new
+
+
+async def test_a_restored_peer_is_read_again_from_the_start(
+    pair: tuple[LiveNode, LiveNode],
+) -> None:
+    a, b = pair
+    key = SigningKey.from_seed(b"r" * 32)
+    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "one"}, created=1)])
+    await b.node.federation.sync_all()
+    # A is restored from a backup: a new epoch, and its log lost what came after it.
+    async with a.node.db.write() as conn:
+        await set_meta(conn, "log_epoch", "restored-epoch")
+    late = sign_record(key, "profile", {"name": "two"}, created=2)
+    await a.node.log.accept_verified([late])
+    async with b.node.db.write() as conn:  # B's cursor is past where A's log now ends
+        await conn.execute(peers.update().values(cursor=10_000))
+    await b.node.federation.sync_all()
+    assert await b.node.log.get(late.id) is not None
+    peer = await b.node.federation.peer(a.node.node_key.did)
+    assert peer.epoch == "restored-epoch"
+
+
+async def test_the_inbox_takes_only_signed_batches_from_peers(
+    pair: tuple[LiveNode, LiveNode],
+) -> None:
+    a, b = pair
+    key = SigningKey.from_seed(b"i" * 32)
+    good = sign_record(key, "profile", {"name": "good"})
+    tampered = bytearray(sign_record(key, "profile", {"name": "bad"}).raw)
+    tampered[tampered.index(b"bad")] = ord("B")  # altered after signing
+    body = wire.encode_batch([good.raw, bytes(tampered)])
+
+    resp = await b.client.post("/federation/v1/inbox", data=body)
+    assert resp.status == 401  # unsigned
+
+    stranger = SigningKey.from_seed(b"s" * 32)
+    headers = sign_request(stranger, "POST", "/federation/v1/inbox", body, b.node.node_key.did)
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert resp.status == 403  # signed, but not by a peer
+
+    headers = sign_request(
+        a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
+    )
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"accepted": 1, "rejected": ["record_bad_signature"]}
+    assert await b.node.log.get(good.id) is not None
+
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert resp.status == 401  # the same signed request again: a replay
+
+
+async def test_records_are_served_by_id_and_peers_are_managed(
+    pair: tuple[LiveNode, LiveNode],
+) -> None:
+    a, b = pair
+    key = SigningKey.from_seed(b"q" * 32)
+    record = sign_record(key, "profile", {"name": "served"})
+    await a.node.log.accept_verified([record])
+    resp = await a.client.get(f"/federation/v1/records/{record.id.hex()}")
+    assert resp.status == 200 and await resp.read() == record.raw
+    await a.node.log.set_state(record.id, "suppressed")
+    assert (await a.client.get(f"/federation/v1/records/{record.id.hex()}")).status == 410
+    page = wire.decode_page(await (await a.client.get("/federation/v1/records?after=0")).read())
+    (entry,) = [e for e in page.entries if e.id == record.id]
+    assert entry.state == "suppressed" and entry.raw is None  # ids and states, not bodies
+
+    listed = await (await b.client.get("/api/admin/peers", headers=b.admin)).json()
+    assert [p["did"] for p in listed["peers"]] == [a.node.node_key.did]
+    resp = await b.client.post("/api/admin/peers", json={"url": a.url}, headers=b.admin)
+    assert resp.status == 409
+    resp = await b.client.post(
+        "/api/admin/peers", json={"url": "http://127.0.0.1:9/x"}, headers=b.admin
+    )
+    assert resp.status == 502
+    did = a.node.node_key.did
+    assert (await b.client.delete(f"/api/admin/peers/{did}", headers=b.admin)).status == 200
+    async with b.node.db.read() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(peers)) == 0
