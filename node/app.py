@@ -17,6 +17,7 @@ from node import __version__
 from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
 from node.accounts.service import AccountService
+from node.catalog import download_pages
 from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
@@ -80,7 +81,11 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     engine = (
         TorrentEngine(config.torrent, home.path / "torrents") if config.torrent.enabled else None
     )
-    fetcher = FetchService(db, index, engine, config.torrent)
+    key = node_key or home.node_key()
+    federation = Federation(
+        db, record_log, key, store, interval_s=config.federation.sync_interval_s
+    )
+    fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)
     views.torrent_index = index
     catalog = CatalogService(
@@ -93,7 +98,6 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         author_key=home.author_key,
         fetcher=fetcher,
     )
-    key = node_key or home.node_key()
     return Node(
         config=config,
         home=home,
@@ -105,9 +109,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         catalog=catalog,
         torrents=index,
         engine=engine,
-        federation=Federation(
-            db, record_log, key, store, interval_s=config.federation.sync_interval_s
-        ),
+        federation=federation,
     )
 
 
@@ -223,4 +225,5 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     app.router.add_static("/static", app[RENDERER].static_dir)
     account_pages.add_routes(app)
     catalog_pages.add_routes(app)
+    download_pages.add_routes(app)
     return app

@@ -299,6 +299,17 @@ PAGES: dict[str, dict[str, Any]] = {
             params=_params(ID, ("version", "query", "integer")),
         )
     },
+    "/models/{id}/fetch": {
+        "post": _page("Fetch a version's file to this node (admin)", params=_params(ID), form=FORM),
+    },
+    "/downloads": {"get": _page("What this node fetches and seeds, live (admin)")},
+    "/api/downloads/events": {
+        "get": _op(
+            "Server-Sent Events: downloads and seeding, as they change (admin)",
+            auth=True,
+            content="text/event-stream",
+        ),
+    },
     "/models/{id}/edit": {
         "get": _page("The edit form (the model's author)", params=_params(ID)),
         "post": _page("Save an edit (a signed revision)", params=_params(ID), form=FORM),

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -81,12 +81,14 @@ class FetchService:
         index: TorrentIndex,
         engine: TorrentEngine | None,
         cfg: TorrentSection,
+        peer_urls: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
         self.db = db
         self.index = index
         self.store = index.store
         self.engine = engine
         self.cfg = cfg
+        self.peer_urls = peer_urls  # federation peers: where else to find a file
         self._resume_task: asyncio.Task[None] | None = None
 
     # --- this node's own torrent endpoints --------------------------------------------
@@ -202,7 +204,8 @@ class FetchService:
         if self.engine is None or self.engine.session is None:
             raise BadRequest("the BitTorrent engine is off (torrent.enabled = false)")
         row, sources = await self._resolve(target.strip())
-        sources["nodes"] = [n.rstrip("/") for n in nodes]
+        known = await self.peer_urls() if self.peer_urls is not None else []
+        sources["nodes"] = list(dict.fromkeys(n.rstrip("/") for n in [*nodes, *known]))
         sources["sha256"] = row.sha256
         if await self.store.local_path(row.sha256) is not None:
             return {

@@ -348,4 +348,4 @@ def add_routes(app: web.Application) -> None:
     r.add_patch("/api/models/{id}", edit_model)
     r.add_post("/api/downloads", start_fetch)
     r.add_get("/api/downloads", list_downloads)
-    r.add_get("/api/downloads/{infohash}", get_download)
+    r.add_get("/api/downloads/{infohash:[0-9a-f]{40}}", get_download)

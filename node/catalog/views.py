@@ -27,7 +27,7 @@ from node.catalog.tables import (
     version_files,
 )
 from node.db import Database
-from node.p2p.tables import authors
+from node.p2p.tables import authors, blobs
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrentmeta import magnet
 
@@ -142,7 +142,9 @@ class CatalogViews:
 
     # --- versions -------------------------------------------------------------------
 
-    def _file(self, row: Any, version_int: int, details: dict[str, Any]) -> dict[str, Any]:
+    def _file(
+        self, row: Any, version_int: int, details: dict[str, Any], local: set[str]
+    ) -> dict[str, Any]:
         hashes = {
             "AutoV1": row.autov1,
             "AutoV2": row.autov2,
@@ -170,6 +172,7 @@ class CatalogViews:
                 "pieceLength": row.piece_length,
                 **self._torrent_links(row),
                 "headerMetadata": details.get(row.sha256, {}),
+                "local": row.sha256 in local,
             },
         }
 
@@ -203,6 +206,7 @@ class CatalogViews:
         ids = [row.id for row in rows]
         files: dict[bytes, list[Any]] = defaultdict(list)
         details: dict[str, Any] = {}
+        local: set[str] = set()  # files this node holds
         if ids:
             for f in await conn.execute(
                 sa.select(version_files)
@@ -215,6 +219,11 @@ class CatalogViews:
                 sa.select(file_details).where(file_details.c.sha256.in_(shas))
             ):
                 details[d.sha256] = json.loads(d.header_metadata)
+            local = set(
+                (
+                    await conn.execute(sa.select(blobs.c.sha256).where(blobs.c.sha256.in_(shas)))
+                ).scalars()
+            )
         gallery = await self.images_for_versions(conn, ids)
         out = []
         for row in rows:
@@ -236,7 +245,7 @@ class CatalogViews:
                     "rating": 0,
                     "thumbsUpCount": 0,
                 },
-                "files": [self._file(f, row.int_id, details) for f in files[row.id]],
+                "files": [self._file(f, row.int_id, details, local) for f in files[row.id]],
                 "images": gallery[row.id],
                 "downloadUrl": self.download_url(row.int_id),
                 "civitas": {"recordId": row.id.hex(), "modelRoot": row.model_root.hex()},

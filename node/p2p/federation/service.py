@@ -159,6 +159,10 @@ class Federation:
         async with self.db.read() as conn:
             return [_peer(r) for r in await conn.execute(sa.select(peers).order_by(peers.c.added))]
 
+    async def peer_urls(self) -> list[str]:
+        """Where this node's peers are: other places to find a file."""
+        return [p.url for p in await self.list_peers() if not p.blocked]
+
     async def remove_peer(self, did: str) -> None:
         async with self.db.write() as conn:
             gone = await conn.execute(peers.delete().where(peers.c.did == did))
