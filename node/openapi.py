@@ -51,6 +51,13 @@ def _op(
 
 ID = ("id", "path", "integer")
 PAGE = (("limit", "query", "integer"), ("page", "query", "integer"))
+UPLOAD = {
+    "name": "upload",
+    "in": "query",
+    "required": False,
+    "description": "a random id (16-64 of A-Za-z0-9_-) to watch at /api/uploads/{id}/events",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/.well-known/civitas": {"get": _op("Node identity: did, name, version, endpoints")},
@@ -139,6 +146,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/models": {
         "post": _op(
             "Publish: multipart metadata (JSON), image parts, then the file part",
+            params=[UPLOAD],
             body="multipart/form-data",
             auth=True,
             ok="201",
@@ -155,10 +163,18 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/models/{model_id}/versions": {
         "post": _op(
             "Publish a new version of a model (multipart, like /api/models)",
-            params=_params(("model_id", "path", "integer")),
+            params=[*_params(("model_id", "path", "integer")), UPLOAD],
             body="multipart/form-data",
             auth=True,
             ok="201",
+        ),
+    },
+    "/api/uploads/{id}/events": {
+        "get": _op(
+            "An upload's progress as Server-Sent Events, until it is done or failed",
+            params=_params(("id", "path", "string")),
+            auth=True,
+            content="text/event-stream",
         ),
     },
     "/announce": {
@@ -242,6 +258,9 @@ PATHS: dict[str, dict[str, Any]] = {
             params=_params(ID),
             body="application/json",
             auth=True,
+        ),
+        "delete": _op(
+            "Withdraw a model (a signed tombstone; final)", params=_params(ID), auth=True
         ),
     },
 }

@@ -22,8 +22,6 @@ from node.catalog.routes import CATALOG, MAX_IMAGE_UPLOAD, UPLOAD_CHUNK
 from node.catalog.schemas import MODEL_TYPES, RATINGS
 from node.catalog.search import SORTS, SearchQuery
 from node.catalog.service import MAX_PREVIEWS
-from node.catalog.tables import model_versions
-from node.catalog.views import civitai_meta, usernames
 from node.errors import BadRequest, CivitasError, Forbidden, NotFound, PayloadTooLarge
 from node.http import principal, require_user
 from node.render import RENDERER, page, set_flash, shown_ratings
@@ -199,52 +197,23 @@ def _is_author(request: web.Request, model: dict[str, Any]) -> bool:
 
 @page
 async def image_page(request: web.Request) -> web.StreamResponse:
-    views = request.app[CATALOG].views
-    row = await views.image_by_sha(request.match_info["sha256"])
-    if row is None:
+    image = await request.app[CATALOG].views.image(request.match_info["sha256"])
+    if image is None:
         raise NotFound("there is no such image on this node")
-    # CatalogViews has no "one image" reader yet: compose its public pieces.
-    async with views.db.read() as conn:
-        found = await views.versions(conn, model_versions.c.id == row.version_id, with_model=True)
-        author = (await usernames(conn, [row.author]))[row.author]
-    version = found[0] if found else None
-    meta = civitai_meta(row.meta) or {}
+    meta = image["meta"] or {}
     return request.app[RENDERER].render(
         request,
         "image.html",
-        title=f"Image by {author}",
-        row=row,
-        src=f"/images/{row.sha256}/original=true/{row.int_id}.{row.mime.rsplit('/', 1)[-1]}",
-        version=version,
-        author=author,
+        title=f"Image by {image['username']}",
+        image=image,
+        src=image_src(image),
+        version=image["civitas"]["modelVersion"],
+        author=image["username"],
         meta=meta,
-        resources=await _resources(request, meta),
+        resources=image["civitas"]["resources"][:16],
         a1111=format_a1111(meta) if meta else "",
-        hidden=row.rating not in shown_ratings(request),
+        hidden=image["civitas"]["rating"] not in shown_ratings(request),
     )
-
-
-async def _resources(request: web.Request, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The resources an image names, each with the catalog's version where it knows it."""
-    views = request.app[CATALOG].views
-    hashes = meta.get("hashes")
-    hashes = hashes if isinstance(hashes, dict) else {}
-    out = []
-    for res in (meta.get("resources") or [])[:16]:
-        if not isinstance(res, dict):
-            continue
-        digest = res.get("hash") or hashes.get(f"{res.get('type')}:{res.get('name')}")
-        linked = await views.version_by_hash(str(digest)) if digest else None
-        out.append(
-            {
-                "name": res.get("name"),
-                "type": res.get("type"),
-                "weight": res.get("weight"),
-                "hash": digest,
-                "version": linked,
-            }
-        )
-    return out
 
 
 # --- publishing and editing -----------------------------------------------------------------
@@ -347,7 +316,12 @@ async def _publish_file(
     if not part.filename:
         raise BadRequest("choose a .safetensors file to publish")
     result = await request.app[CATALOG].publish_upload(
-        who.user.did, part.filename, _chunks(part), form_metadata(fields), images
+        who.user.did,
+        part.filename,
+        _chunks(part),
+        form_metadata(fields),
+        images,
+        expected_size=request.content_length,
     )
     notes = list(result["warnings"])
     if not result["created"]:

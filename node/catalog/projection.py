@@ -22,6 +22,7 @@ from node.catalog.tables import (
     model_tags,
     model_versions,
     models,
+    tombstones,
     version_files,
 )
 from node.p2p.projections import Projection, RecordTypes
@@ -56,8 +57,8 @@ async def apply_model(conn: AsyncConnection, record: Record) -> None:
 async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     """Recompute a model's row from its root and its root author's newest revision."""
     root = await _visible_record(conn, root_id)
-    if root is None or "root" in root.body:
-        await _drop_model(conn, root_id)  # no root (yet): revisions wait in model_revisions
+    if root is None or "root" in root.body or await withdrawn(conn, root_id, root.author):
+        await _drop_model(conn, root_id)  # no root (yet), or withdrawn by its author
         return
     newest = (
         await conn.execute(
@@ -141,8 +142,41 @@ async def refresh_search_text(conn: AsyncConnection, root_id: bytes) -> None:
 # --- versions -----------------------------------------------------------------------------
 
 
+async def withdrawn(conn: AsyncConnection, target: bytes, author: str) -> bool:
+    """Whether ``author`` signed a tombstone for ``target`` (final: nothing undoes it)."""
+    found = await conn.scalar(
+        sa.select(tombstones.c.id)
+        .where(tombstones.c.target == target, tombstones.c.author == author)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def apply_tombstone(conn: AsyncConnection, record: Record) -> None:
+    target = record.body["target"]
+    await conn.execute(
+        tombstones.insert().values(id=record.id, target=target, author=record.author)
+    )
+    await refresh_model(conn, target)
+    version_root = await conn.scalar(
+        sa.select(model_versions.c.model_root).where(
+            model_versions.c.id == target, model_versions.c.author == record.author
+        )
+    )
+    if version_root is not None:
+        await conn.execute(version_files.delete().where(version_files.c.version_id == target))
+        await conn.execute(model_versions.delete().where(model_versions.c.id == target))
+        await refresh_search_text(conn, version_root)
+    image = images.c.id == target
+    if await conn.scalar(sa.select(images.c.id).where(image, images.c.author == record.author)):
+        await conn.execute(image_resources.delete().where(image_resources.c.image_id == target))
+        await conn.execute(images.delete().where(image))
+
+
 async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
     body = record.body
+    if await withdrawn(conn, record.id, record.author):
+        return
     await conn.execute(
         model_versions.insert().values(
             id=record.id,
@@ -191,6 +225,8 @@ async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
 
 async def apply_image(conn: AsyncConnection, record: Record) -> None:
     body = record.body
+    if await withdrawn(conn, record.id, record.author):
+        return
     await conn.execute(
         images.insert().values(
             id=record.id,
@@ -229,24 +265,34 @@ def register(types: RecordTypes) -> None:
     types.register_rule(schemas.MODEL, schemas.check_model)
     types.register_rule(schemas.MODEL_VERSION, schemas.check_model_version)
     types.register_rule(schemas.IMAGE, schemas.check_image)
-    # model_versions feed the model's search text, so both live in one projection.
+    types.register_rule(schemas.TOMBSTONE, schemas.check_tombstone)
+    # Versions feed a model's search text and tombstones hide any of them: one projection.
     types.register_projection(
         Projection(
-            "catalog.models",
-            frozenset({schemas.MODEL, schemas.MODEL_VERSION}),
-            (models, model_revisions, model_tags, model_versions, version_files),
-            _apply_model_or_version,
-        )
-    )
-    types.register_projection(
-        Projection(
-            "catalog.images", frozenset({schemas.IMAGE}), (images, image_resources), apply_image
+            "catalog",
+            frozenset({schemas.MODEL, schemas.MODEL_VERSION, schemas.IMAGE, schemas.TOMBSTONE}),
+            (
+                models,
+                model_revisions,
+                model_tags,
+                model_versions,
+                version_files,
+                images,
+                image_resources,
+                tombstones,
+            ),
+            _apply,
         )
     )
 
 
-async def _apply_model_or_version(conn: AsyncConnection, record: Record) -> None:
-    if record.type == schemas.MODEL:
-        await apply_model(conn, record)
-    else:
-        await apply_model_version(conn, record)
+_APPLY = {
+    schemas.MODEL: apply_model,
+    schemas.MODEL_VERSION: apply_model_version,
+    schemas.IMAGE: apply_image,
+    schemas.TOMBSTONE: apply_tombstone,
+}
+
+
+async def _apply(conn: AsyncConnection, record: Record) -> None:
+    await _APPLY[record.type](conn, record)

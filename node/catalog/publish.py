@@ -383,6 +383,15 @@ class Publisher:
         if owner != author:
             raise Forbidden("only the model's author may add versions or edit it")
 
+    async def withdraw(self, author: SigningKey, root: bytes, reason: str | None = None) -> bytes:
+        """Withdraw a model with everything under it: a signed, final ``tombstone``."""
+        await self._check_owner(author.did, root)
+        body: dict[str, Any] = {"target": root}
+        if reason:
+            body["reason"] = reason
+        record = sign_record(author, schemas.TOMBSTONE, body)
+        return (await self.log.accept_verified([record]))[0].record.id
+
     async def revise_model(self, author: SigningKey, root: bytes, fields: ModelFields) -> bytes:
         """Publish a revision of a model (an edit): a new ``model`` record naming its root."""
         await self._check_owner(author.did, root)

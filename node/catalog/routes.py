@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, StreamReader, web
 
 from node.catalog.images import resized
+from node.catalog.progress import Progress, sse_events
 from node.catalog.search import SearchQuery
 from node.catalog.service import CatalogService
 from node.errors import BadRequest, NotFound, PayloadTooLarge
@@ -252,8 +253,25 @@ async def publish_path(request: web.Request) -> web.Response:
 
 
 async def publish_upload(request: web.Request) -> web.Response:
-    """multipart/form-data: a ``metadata`` JSON part, then ``image`` parts, then ``file``."""
-    require_user(request)
+    """multipart/form-data: a ``metadata`` JSON part, then ``image`` parts, then ``file``.
+
+    With ``?upload=ID`` its progress can be watched at ``/api/uploads/{ID}/events``.
+    """
+    who = require_user(request)
+    progress = request.app[CATALOG].uploads.start(
+        request.query.get("upload"),
+        who.user.did if who.user is not None else None,
+        request.content_length,
+    )
+    with progress.failing():
+        result = await _publish_multipart(request, progress)
+        progress.done(
+            modelId=result["model"]["id"], sha256=result["sha256"], created=result["created"]
+        )
+    return json_ok(result, status=201 if result["created"] else 200)
+
+
+async def _publish_multipart(request: web.Request, progress: Progress) -> dict[str, Any]:
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data: metadata, image…, then file")
     reader = await request.multipart()
@@ -274,22 +292,56 @@ async def publish_upload(request: web.Request) -> web.Response:
             if len(blob) > MAX_IMAGE_UPLOAD:
                 raise PayloadTooLarge("a preview image is limited to 50 MiB")
             images.append(bytes(blob))
+            progress.receive(request.content.total_bytes)
         elif part.name == "file":
             filename = part.filename or "model.safetensors"
             if "model_id" not in data and "model_id" in request.match_info:
                 data["model_id"] = _path_int(request, "model_id")
-            result = await request.app[CATALOG].publish_upload(
-                _author(request, data), filename, _chunks(part), data, images
+            return await request.app[CATALOG].publish_upload(
+                _author(request, data),
+                filename,
+                _chunks(part, progress, request.content),
+                data,
+                images,
+                expected_size=request.content_length,
             )
-            return json_ok(result, status=201 if result["created"] else 200)
         else:
             raise BadRequest(f"unexpected part {part.name!r}")
     raise BadRequest("no 'file' part")
 
 
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+async def _chunks(
+    part: BodyPartReader, progress: Progress, body: StreamReader
+) -> AsyncIterator[bytes]:
+    """The file part's bytes, counting what the request has delivered so far."""
     while chunk := await part.read_chunk(UPLOAD_CHUNK):
+        progress.receive(body.total_bytes)
         yield bytes(chunk)
+    progress.set_stage("checking")
+
+
+async def upload_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: an upload's stage and bytes received, until it finishes."""
+    who = require_user(request)
+    progress = await request.app[CATALOG].uploads.watch(
+        request.match_info["id"],
+        who.user.did if who.user is not None else None,
+        admin=who.is_admin,
+    )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # a proxy in front must not hold events back
+        }
+    )
+    await response.prepare(request)
+    try:
+        async for message in sse_events(progress):
+            await response.write(message)
+    except ConnectionResetError:
+        pass  # the watcher went away
+    return response
 
 
 async def edit_model(request: web.Request) -> web.Response:
@@ -299,6 +351,16 @@ async def edit_model(request: web.Request) -> web.Response:
     data = await read_json(request)
     model = await request.app[CATALOG].edit_model(who.user.did, _path_int(request, "id"), data)
     return json_ok(model)
+
+
+async def withdraw_model(request: web.Request) -> web.Response:
+    who = require_user(request)
+    if who.user is None:
+        raise BadRequest("withdraw as the model's author (log in or use their API token)")
+    data = await read_json(request) if request.can_read_body else {}
+    model_id = _path_int(request, "id")
+    await request.app[CATALOG].withdraw_model(who.user.did, model_id, data.get("reason"))
+    return json_ok({"withdrawn": model_id})
 
 
 # --- fetching over BitTorrent ------------------------------------------------------------
@@ -345,7 +407,9 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/models", publish_upload)
     r.add_post("/api/models/publish-path", publish_path)
     r.add_post("/api/models/{model_id}/versions", publish_upload)
+    r.add_get("/api/uploads/{id}/events", upload_events)
     r.add_patch("/api/models/{id}", edit_model)
+    r.add_delete("/api/models/{id}", withdraw_model)
     r.add_post("/api/downloads", start_fetch)
     r.add_get("/api/downloads", list_downloads)
     r.add_get("/api/downloads/{infohash:[0-9a-f]{40}}", get_download)

@@ -14,7 +14,7 @@ from typing import Any
 from node.errors import RecordRejected
 from node.p2p import schema
 
-MODEL, MODEL_VERSION, IMAGE = "model", "model_version", "image"
+MODEL, MODEL_VERSION, IMAGE, TOMBSTONE = "model", "model_version", "image", "tombstone"
 
 MODEL_TYPES = (
     "Checkpoint",
@@ -160,3 +160,8 @@ def check_image(body: Mapping[str, Any]) -> None:
         schema.text(res, "hash", max_len=64, required=False)
         if "weight" in res:
             _decimal(res["weight"], f"{where}.weight")
+
+
+def check_tombstone(body: Mapping[str, Any]) -> None:
+    schema.digest(body, "target")
+    schema.text(body, "reason", max_len=2000, required=False)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from node.accounts.service import AccountService
 from node.catalog.fetch import FetchService
 from node.catalog.previews import PreviewCache
+from node.catalog.progress import UploadProgress
 from node.catalog.publish import ModelFields, Published, Publisher, VersionFields
 from node.catalog.schemas import COMMERCIAL_USES, MODEL_TYPES, RATINGS
 from node.catalog.search import ModelSearch, SearchQuery
@@ -88,6 +89,7 @@ class CatalogService:
     accounts: AccountService
     author_key: Callable[[str], SigningKey]
     fetcher: FetchService
+    uploads: UploadProgress = field(default_factory=UploadProgress)
 
     async def publish_path(
         self, did: str, path: Path, data: dict[str, Any], previews: Sequence[Path] = ()
@@ -118,7 +120,10 @@ class CatalogService:
         chunks: AsyncIterator[bytes],
         data: dict[str, Any],
         images: Sequence[bytes],
+        expected_size: int | None = None,
     ) -> dict[str, Any]:
+        """Publish a streamed upload; ``expected_size`` (the request's length, when known)
+        lets the torrent pieces be hashed in the same pass as the file."""
         if len(images) > MAX_PREVIEWS:
             raise BadRequest(f"at most {MAX_PREVIEWS} preview images")
         root = await self._root(data)
@@ -130,6 +135,7 @@ class CatalogService:
             version_fields(data),
             model_root=root,
             images=images,
+            expected_size=expected_size,
         )
         return await self.describe(published)
 
@@ -178,6 +184,14 @@ class CatalogService:
         merged.update(data)
         await self.publisher.revise_model(self.author_key(did), root, model_fields(merged))
         return (await self.views.models_by_root([root]))[0]
+
+    async def withdraw_model(self, did: str, model_id: int, reason: str | None) -> None:
+        root = await self.views.root_for_int(model_id)
+        if root is None:
+            raise NotFound(f"no model {model_id}")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise BadRequest("'reason' is a string of at most 2000 characters")
+        await self.publisher.withdraw(self.author_key(did), root, reason)
 
     async def search(self, query: SearchQuery) -> tuple[list[dict[str, Any]], str | None]:
         roots, cursor = await self.search_index.search(query)

@@ -126,6 +126,16 @@ image_resources = sa.Table(
     sa.Column("weight", sa.String(32), nullable=True),
 )
 
+# Withdrawals: a tombstone hides its target (a model's root with everything under it, a
+# version or an image) when its author is the target's author, whenever either arrives.
+tombstones = sa.Table(
+    "tombstones",
+    metadata,
+    sa.Column("id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("target", sa.LargeBinary(32), nullable=False, index=True),
+    sa.Column("author", sa.String(64), nullable=False),
+)
+
 # --- local, not projected ----------------------------------------------------------------
 
 model_stats = sa.Table(

@@ -410,6 +410,46 @@ class CatalogViews:
                 )
             ).first()
 
+    async def image(self, sha256: str) -> dict[str, Any] | None:
+        """One image as its page shows it, or None.
+
+        Civitai's image fields and ``username``, ``modelVersionId`` (the version it was
+        published with), and under ``civitas``: its ``rating``, that version
+        (``modelVersion``, with its ``model``) and the ``resources`` it was made with,
+        each with the catalog's ``modelVersion`` where a hash matches one.
+        """
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(images).where(images.c.sha256 == sha256.upper()).limit(1)
+                )
+            ).first()
+            if row is None:
+                return None
+            author = (await usernames(conn, [row.author]))[row.author]
+            resources = (await self.resources(conn, [row.id]))[row.id]
+            linked = {r["modelVersionId"] for r in resources if r["modelVersionId"]}
+            found = await self.versions(
+                conn,
+                sa.or_(
+                    model_versions.c.id == row.version_id,
+                    model_versions.c.int_id.in_(linked),
+                ),
+                with_model=True,
+            )
+        by_int = {v["id"]: v for v in found}
+        own_id = row.version_id.hex() if row.version_id else None
+        own = next((v for v in found if v["civitas"]["recordId"] == own_id), None)
+        item = self._image(row)
+        item["username"] = author
+        item["modelVersionId"] = own["id"] if own else None
+        item["civitas"]["rating"] = row.rating
+        item["civitas"]["modelVersion"] = own
+        item["civitas"]["resources"] = [
+            {**r, "modelVersion": by_int.get(r["modelVersionId"])} for r in resources
+        ]
+        return item
+
     async def resources(
         self, conn: AsyncConnection, image_ids: Sequence[bytes]
     ) -> dict[bytes, list[dict[str, Any]]]:

@@ -17,6 +17,7 @@ from node.accounts.service import User
 from node.app import Node
 from node.catalog.ids import candidate
 from node.catalog.safetensors import PickleRefused, SafetensorsError
+from node.catalog.search import SearchQuery
 from node.catalog.tables import images, model_tags, model_versions, models, version_files
 from node.errors import Forbidden
 from node.p2p.tables import blobs, records
@@ -204,8 +205,10 @@ async def test_catalog_is_the_same_whatever_order_records_arrive_in(
         alice.did, make_lora("b.safetensors", 2), {"model_id": model_id, "version": "v2"}
     )
     await node.catalog.edit_model(alice.did, model_id, {"name": "Renamed"})
-    await publish(node, alice, make_lora("c.safetensors", 3), name="Other model")
+    other = await publish(node, alice, make_lora("c.safetensors", 3), name="Other model")
+    await node.catalog.withdraw_model(alice.did, other["model"]["id"], "a mistake")
     expected = await snapshot(node)
+    assert [row[4] for row in expected[0]] == ["Renamed"]  # the withdrawn model is gone
 
     async with node.db.read() as conn:
         raws = (
@@ -249,3 +252,24 @@ async def test_previews_are_stored_without_location_data(
     assert image["civitas"]["sha256"] == hashlib.sha256(kept).hexdigest().upper()
     assert not reopen(kept).getexif().get_ifd(GPS_IFD)
     assert image["meta"]["seed"] == 7  # generation metadata survives
+
+
+async def test_withdrawing_a_model_hides_it_everywhere_and_only_its_author_may(
+    node: Node, alice: User, make_lora: Callable[..., Path]
+) -> None:
+    result = await publish(node, alice, make_lora())
+    model_id = result["model"]["id"]
+    sha = result["sha256"]
+    bob = await node.accounts.add_user("bob", PASSWORD)
+    with pytest.raises(Forbidden):
+        await node.catalog.withdraw_model(bob.did, model_id, None)
+    await node.catalog.withdraw_model(alice.did, model_id, "replaced by v2")
+    assert await node.catalog.views.root_for_int(model_id) is None
+    assert await node.catalog.views.version_by_hash(sha) is None
+    roots, _ = await node.catalog.search_index.search(SearchQuery(text="fox"))
+    assert roots == []
+    # Final: re-publishing the same content as a new model works, the old root stays gone.
+    again = await publish(node, alice, make_lora(), name="Fox style again")
+    assert again["created"] and again["model"]["id"] != model_id
+    assert await node.log.reindex() > 0
+    assert await node.catalog.views.root_for_int(model_id) is None

@@ -138,6 +138,15 @@ async def test_a_model_published_on_one_node_is_found_on_its_peer(
 
     await wait_for(renamed, "the edit on B")
 
+    # A withdrawal (a tombstone) takes effect on B as well.
+    await a.node.catalog.withdraw_model(alice.did, original["id"], "withdrawn")
+
+    async def gone() -> Any:
+        return not await models_on(b)
+
+    await wait_for(gone, "the withdrawal on B")
+    assert (await b.client.get(f"/api/v1/models/{original['id']}")).status == 404
+
 
 async def test_pull_pages_through_a_long_log(pair: tuple[LiveNode, LiveNode]) -> None:
     a, b = pair

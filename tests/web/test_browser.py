@@ -194,15 +194,26 @@ async def test_publish_with_javascript_shows_upload_progress(
         {"name": "brush.png", "mimeType": "image/png", "buffer": png_bytes(6, (256, 320))}
     )
     await page.get_by_label("Model file").set_input_files(str(big))
+    # The node's own stages arrive by Server-Sent Events; they are noted outside the page,
+    # which leaves for the model page once published.
+    server_texts: list[str] = []
+
+    def note_server(text: str) -> None:
+        server_texts.append(text)
+
+    await page.expose_function("noteServer", note_server)
     await page.evaluate(
         """() => {
           window.seen = {values: [], texts: []};
           const bar = document.querySelector('#upload-bar');
           const status = document.querySelector('#upload-status');
+          const server = document.querySelector('#upload-server');
           new MutationObserver(() => window.seen.values.push(bar.value))
             .observe(bar, {attributes: true});
           new MutationObserver(() => window.seen.texts.push(status.textContent))
             .observe(status, {childList: true, characterData: true, subtree: true});
+          new MutationObserver(() => window.noteServer(server.textContent))
+            .observe(server, {childList: true, characterData: true, subtree: true});
         }"""
     )
     await page.get_by_role("button", name="Publish").click()
@@ -213,6 +224,9 @@ async def test_publish_with_javascript_shows_upload_progress(
     await page.wait_for_url(re.compile(r"/models/\d+$"))
     assert await page.locator("h1").inner_text() == "Big Brush"
     assert await page.locator(".gallery img").count() == 1
+    assert server_texts, "no server-side progress was shown"
+    assert all(t.startswith("Server: received ") for t in server_texts), server_texts
+    assert re.fullmatch(r"Server: received \d+\.\d MB — checked and stored\.", server_texts[-1])
     await page.goto(url + "/")
     assert "Big Brush" in await card_names(page)
 

@@ -1,4 +1,5 @@
-// Civitas web UI: copy buttons and the publish form's upload with a live progress bar.
+// Civitas web UI: copy buttons and the publish form's upload with a live progress bar,
+// plus the node's own view of the upload (Server-Sent Events from /api/uploads/{id}/events).
 // Everything here is an enhancement: every page works without JavaScript.
 "use strict";
 
@@ -62,10 +63,51 @@
     return data;
   }
 
+  // 32 random hex digits: the id the node files this upload's progress under.
+  function newUploadId() {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.from(bytes, function (b) { return b.toString(16).padStart(2, "0"); }).join("");
+  }
+
+  // Follow the node's stages of one upload; `show` gets each state the node sends. The
+  // node waits a few seconds for an upload it has not seen yet, so this may start first.
+  function watchUpload(id, show) {
+    let heard = false;
+    const source = new EventSource("/api/uploads/" + encodeURIComponent(id) + "/events");
+    source.addEventListener("message", function (event) {
+      let state = null;
+      try { state = JSON.parse(event.data); } catch (e) { return; }
+      heard = true;
+      show(state);
+      if (state.stage === "done" || state.stage === "failed") { source.close(); }
+    });
+    return {
+      stop: function () { source.close(); },
+      // The request was refused before the node filed it (nothing to hear): stop asking.
+      refused: function () { if (!heard) { source.close(); } }
+    };
+  }
+
+  function serverText(state) {
+    const received = humanBytes(state.received || 0);
+    if (state.stage === "receiving") {
+      return "Server: received " + received + (state.total ? " of " + humanBytes(state.total) : "") + ".";
+    }
+    if (state.stage === "checking") {
+      return "Server: received " + received + " — checking the file and storing it…";
+    }
+    if (state.stage === "done") {
+      return "Server: received " + received + " — checked and stored.";
+    }
+    return "Server: the upload failed — " + (state.error || "unknown error");
+  }
+
   function enhanceUpload(form) {
     const panel = form.querySelector(".upload-progress");
     const bar = form.querySelector("progress");
-    const status = form.querySelector(".upload-status");
+    const status = form.querySelector("#upload-status");
+    const server = form.querySelector("#upload-server");
     const submit = form.querySelector("button[type=submit]");
 
     function say(text, isError) {
@@ -108,9 +150,16 @@
       });
       body.append("file", file, file.name);
 
+      const uploadId = newUploadId();
+      server.hidden = true;
+      const watcher = window.EventSource ? watchUpload(uploadId, function (state) {
+        server.hidden = false;
+        server.textContent = serverText(state);
+        server.classList.toggle("error", state.stage === "failed");
+      }) : {stop: function () {}, refused: function () {}};
       const xhr = new XMLHttpRequest();
       const started = performance.now();
-      xhr.open("POST", form.dataset.upload);
+      xhr.open("POST", form.dataset.upload + "?upload=" + uploadId);
       xhr.setRequestHeader("X-CSRF-Token", fields.get("csrf_token"));
       xhr.setRequestHeader("Accept", "application/json");
       xhr.upload.addEventListener("progress", function (e) {
@@ -132,11 +181,13 @@
         if (xhr.status >= 200 && xhr.status < 300) {
           finished(data);
         } else {
+          watcher.refused();
           submit.disabled = false;
           say(data.message || ("The node answered " + xhr.status + "."), true);
         }
       });
       xhr.addEventListener("error", function () {
+        watcher.stop();
         submit.disabled = false;
         say("The upload failed: check the connection and try again.", true);
       });
