@@ -19,6 +19,7 @@ from node.catalog.tables import (
     image_resources,
     images,
     model_revisions,
+    model_stats,
     model_tags,
     model_versions,
     models,
@@ -87,6 +88,7 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
         "allow_different_license": permissions.get("allow_different_license", True),
         "created": root.created,
         "updated": current.created,
+        "downloads": await _downloads(conn, root_id, root.author),
     }
     exists = await conn.scalar(sa.select(models.c.seq).where(models.c.root_id == root_id))
     if exists is None:
@@ -101,6 +103,17 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     if tags:
         await conn.execute(model_tags.insert(), [{"root_id": root_id, "tag": t} for t in tags])
     await refresh_search_text(conn, root_id)
+
+
+async def _downloads(conn: AsyncConnection, root_id: bytes, author: str) -> int:
+    total = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(model_stats.c.downloads), 0))
+        .select_from(
+            model_versions.join(model_stats, model_stats.c.version_id == model_versions.c.id)
+        )
+        .where(model_versions.c.model_root == root_id, model_versions.c.author == author)
+    )
+    return int(total or 0)
 
 
 async def _drop_model(conn: AsyncConnection, root_id: bytes) -> None:
@@ -167,6 +180,7 @@ async def apply_tombstone(conn: AsyncConnection, record: Record) -> None:
         await conn.execute(version_files.delete().where(version_files.c.version_id == target))
         await conn.execute(model_versions.delete().where(model_versions.c.id == target))
         await refresh_search_text(conn, version_root)
+        await refresh_downloads(conn, version_root)
     image = images.c.id == target
     if await conn.scalar(sa.select(images.c.id).where(image, images.c.author == record.author)):
         await conn.execute(image_resources.delete().where(image_resources.c.image_id == target))
@@ -218,6 +232,17 @@ async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
         )
     await conn.execute(version_files.insert(), rows)
     await refresh_search_text(conn, body["model"])
+    await refresh_downloads(conn, body["model"])
+
+
+async def refresh_downloads(conn: AsyncConnection, root_id: bytes) -> None:
+    author = await conn.scalar(sa.select(models.c.author).where(models.c.root_id == root_id))
+    if author is not None:
+        await conn.execute(
+            models.update()
+            .where(models.c.root_id == root_id)
+            .values(downloads=await _downloads(conn, root_id, author))
+        )
 
 
 # --- images -------------------------------------------------------------------------------

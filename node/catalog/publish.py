@@ -369,6 +369,8 @@ class Publisher:
                 await conn.execute(
                     sa.select(model_versions.c.model_root, model_versions.c.id)
                     .join(version_files, version_files.c.version_id == model_versions.c.id)
+                    # only a model still shown counts: a withdrawn one may be published anew
+                    .join(models, models.c.root_id == model_versions.c.model_root)
                     .where(version_files.c.sha256 == sha256, model_versions.c.author == author)
                     .limit(1)
                 )

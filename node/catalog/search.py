@@ -17,7 +17,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from node.catalog.schemas import MODEL_TYPES, RATINGS
-from node.catalog.tables import model_stats, model_tags, model_versions, models
+from node.catalog.tables import model_tags, model_versions, models
 from node.db import Database
 from node.errors import BadRequest
 from node.p2p.tables import authors
@@ -73,31 +73,24 @@ def _decode_cursor(cursor: str) -> list[Any]:
     return values
 
 
-def downloads_by_model() -> sa.Subquery:
-    return (
-        sa.select(
-            model_versions.c.model_root.label("root_id"),
-            sa.func.coalesce(sa.func.sum(model_stats.c.downloads), 0).label("downloads"),
-        )
-        .select_from(
-            model_versions.outerjoin(model_stats, model_stats.c.version_id == model_versions.c.id)
-        )
-        .group_by(model_versions.c.model_root)
-        .subquery("dl")
-    )
-
-
 class ModelSearch:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _text_clause(self, text: str) -> sa.ColumnElement[bool] | None:
+    async def _creators(self, text: str) -> list[str]:
+        """Authors whose name is the query: looked up first, so full text keeps its index."""
+        async with self.db.read() as conn:
+            found = await conn.execute(
+                sa.select(authors.c.did).where(
+                    sa.func.lower(authors.c.name) == text.strip().lower()
+                )
+            )
+            return list(found.scalars())
+
+    def _text_clause(self, text: str) -> sa.ColumnElement[bool] | sa.TextClause | None:
         words = terms(text)
         if not words:
             return None
-        creator = models.c.author.in_(
-            sa.select(authors.c.did).where(sa.func.lower(authors.c.name) == text.strip().lower())
-        )
         fts: sa.ColumnElement[bool] | sa.TextClause
         if self.db.is_sqlite:
             match = " AND ".join(f'"{w}"*' for w in words)
@@ -112,22 +105,17 @@ class ModelSearch:
                 "to_tsvector('simple', models.name || ' ' || models.search_text) "
                 "@@ to_tsquery('simple', :tsq)"
             ).bindparams(tsq=query)
-        return sa.or_(fts, creator)
+        return fts
 
     async def search(self, q: SearchQuery) -> tuple[list[bytes], str | None]:
         """Root ids of the matching models, in order, and the cursor of the next page."""
         q.check()
-        dl = downloads_by_model()
-        downloads = sa.func.coalesce(dl.c.downloads, 0)
         stmt = sa.select(
-            models.c.root_id,
-            models.c.seq,
-            models.c.created,
-            models.c.name,
-            downloads.label("downloads"),
-        ).select_from(models.outerjoin(dl, dl.c.root_id == models.c.root_id))
+            models.c.root_id, models.c.seq, models.c.created, models.c.name, models.c.downloads
+        )
         if q.text and (clause := self._text_clause(q.text)) is not None:
-            stmt = stmt.where(clause)
+            creators = await self._creators(q.text)
+            stmt = stmt.where(sa.or_(clause, models.c.author.in_(creators)) if creators else clause)
         if q.types:
             stmt = stmt.where(models.c.type.in_(q.types))
         if q.ratings:
@@ -140,11 +128,10 @@ class ModelSearch:
             )
         if q.base_models:
             stmt = stmt.where(
-                models.c.root_id.in_(
-                    sa.select(model_versions.c.model_root).where(
-                        model_versions.c.base_model.in_(q.base_models),
-                        model_versions.c.author == models.c.author,
-                    )
+                sa.exists().where(
+                    model_versions.c.model_root == models.c.root_id,
+                    model_versions.c.author == models.c.author,
+                    model_versions.c.base_model.in_(q.base_models),
                 )
             )
         if q.username:
@@ -155,7 +142,7 @@ class ModelSearch:
         if q.sort == "newest":
             key, order = models.c.created, "desc"
         elif q.sort == "most_downloaded":
-            key, order = downloads, "desc"
+            key, order = models.c.downloads, "desc"
         else:
             key, order = models.c.name, "asc"
         if q.cursor:

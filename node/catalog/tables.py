@@ -38,6 +38,10 @@ models = sa.Table(
     # Everything full-text search looks at, in one column (names, description, tags,
     # trained words, creator), kept by the projection; indexed by FTS5 or a tsvector.
     sa.Column("search_text", sa.Text, nullable=False, server_default=""),
+    # Downloads of the author's versions, summed from the local model_stats, so that
+    # "most downloaded" is an index walk rather than a sum over the whole catalog.
+    sa.Column("downloads", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("ix_models_downloads", "downloads", "seq"),
 )
 
 # Every model record (the root and its revisions), so a model's row can be recomputed

@@ -401,6 +401,17 @@ class CatalogViews:
             )
             if updated.rowcount == 0:
                 await conn.execute(model_stats.insert().values(version_id=version_id, downloads=1))
+            version = model_versions.c.id == version_id
+            await conn.execute(
+                models.update()
+                .where(
+                    models.c.root_id
+                    == sa.select(model_versions.c.model_root).where(version).scalar_subquery(),
+                    models.c.author
+                    == sa.select(model_versions.c.author).where(version).scalar_subquery(),
+                )
+                .values(downloads=models.c.downloads + 1)
+            )
 
     async def image_by_sha(self, sha256: str) -> Any | None:
         async with self.db.read() as conn:
