@@ -653,3 +653,30 @@ def test_publish_refuses_a_pickle_with_a_clear_message(served: Server, tmp_path:
     add_user(served.home, "dave")
     err = refused(civitas(served.home, "publish", str(ckpt), "--user", "dave", "--name", "x"))
     assert "safetensors" in err
+
+
+def test_seed_a_folder_in_place_and_list_torrents(served: Server, tmp_path: Path) -> None:
+    from tests.catalog.conftest import lora_file
+
+    add_user(served.home, "erin")
+    folder = tmp_path / "models"
+    (folder / "sub").mkdir(parents=True)
+    first = lora_file(folder / "one.safetensors", 31)
+    second = lora_file(folder / "sub" / "two.safetensors", 32)
+    (folder / "notes.txt").write_text("not a model", encoding="utf-8")
+    out = ok(civitas(served.home, "seed", str(folder), "--user", "erin"))
+    assert out.count("seeding:") == 2
+    assert "already seeding" in ok(civitas(served.home, "seed", str(folder), "--user", "erin"))
+    # In place: the files stay where they are, and nothing was copied into the store.
+    assert first.exists() and second.exists()
+    stored = {p.name for p in (served.home / "files").glob("*/*/*")}
+    import hashlib
+
+    assert hashlib.sha256(first.read_bytes()).hexdigest().upper() not in stored
+    listing = ok(civitas(served.home, "torrents"))
+    assert "one.safetensors" in listing and "two.safetensors" in listing
+    assert "seeding" in listing
+    err = refused(
+        civitas(served.home, "seed", str(tmp_path / "empty-dir-missing"), "--user", "erin")
+    )
+    assert "does not exist" in err or "no .safetensors" in err

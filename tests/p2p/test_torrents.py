@@ -306,3 +306,17 @@ async def test_an_ordinary_bittorrent_client_downloads_from_the_magnet(
             await proc.wait()
     assert proc.returncode == 0, output.decode(errors="replace")
     assert (out / "fox.safetensors").read_bytes() == published["path"].read_bytes()
+
+
+async def test_the_fetch_quota_is_enforced(
+    node_a: LiveNode, node_b: LiveNode, published: dict[str, Any]
+) -> None:
+    await deliver_records(node_a.node, node_b.node)
+    node_b.node.config.torrent.fetch_quota_bytes = 1000  # smaller than the file
+    resp = await node_b.client.post(
+        "/api/downloads",
+        json={"target": published["file"]["civitas"]["magnet"]},
+        headers=node_b.admin,
+    )
+    assert resp.status == 507
+    assert "fetch_quota_bytes" in (await resp.json())["message"]
