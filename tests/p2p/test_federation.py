@@ -240,3 +240,23 @@ async def test_records_are_served_by_id_and_peers_are_managed(
     assert (await b.client.delete(f"/api/admin/peers/{did}", headers=b.admin)).status == 200
     async with b.node.db.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(peers)) == 0
+
+
+async def test_records_are_relayed_along_a_chain_of_peers(tmp_path: Path) -> None:
+    """A — B — C: C never peers with A, yet finds A's model, signed by A's author."""
+    async for a in start_node(tmp_path / "a", enabled=False):
+        async for b in start_node(tmp_path / "b", enabled=False):
+            async for c in start_node(tmp_path / "c", enabled=False):
+                for one, other in ((a, b), (b, a), (b, c), (c, b)):
+                    await one.node.federation.add_peer(other.url)
+                alice = await a.node.accounts.add_user("alice", PASSWORD)
+                published = await a.node.catalog.publish_path(
+                    alice.did, lora_file(tmp_path / "relay.safetensors", 8), {"name": "Relayed"}
+                )
+
+                async def on_c() -> Any:
+                    return await models_on(c)
+
+                (model,) = await wait_for(on_c, "the model on C")
+                assert model["id"] == published["model"]["id"]
+                assert model["civitas"]["author"] == alice.did
