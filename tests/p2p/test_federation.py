@@ -254,7 +254,7 @@ async def test_records_are_relayed_along_a_chain_of_peers(tmp_path: Path) -> Non
                     alice.did, lora_file(tmp_path / "relay.safetensors", 8), {"name": "Relayed"}
                 )
 
-                async def on_c() -> Any:
+                async def on_c(c: LiveNode = c) -> Any:
                     return await models_on(c)
 
                 (model,) = await wait_for(on_c, "the model on C")
