@@ -251,6 +251,16 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
         ),
     },
+    "/api/admin/peers/{did}/block": {
+        "post": _op(
+            "Block a peer node (admin)", params=_params(("did", "path", "string")), auth=True
+        ),
+    },
+    "/api/admin/peers/{did}/unblock": {
+        "post": _op(
+            "Unblock a peer node (admin)", params=_params(("did", "path", "string")), auth=True
+        ),
+    },
     "/api/admin/sync": {"post": _op("Sync with every peer now (admin)", auth=True)},
     "/api/models/{id}": {
         "patch": _op(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -35,8 +36,14 @@ def peer_list(ctx: Context) -> None:
     if not peers:
         click.echo("no peers")
     for p in peers:
-        state = f"error: {p['last_error']}" if p["last_error"] else "ok"
-        click.echo(f"{p['did']}\t{p['url']}\tcursor {p['cursor']}\t{state}")
+        if p["blocked"]:
+            state = "blocked"
+        elif p["last_error"]:
+            since = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p["failing_since"] / 1000))
+            state = f"failing since {since} UTC: {p['last_error']}"
+        else:
+            state = "connected"
+        click.echo(f"{p['did']}\t{p['url']}\tbehind by {p['behind']}\t{state}")
 
 
 @peer.command("remove")
@@ -47,6 +54,26 @@ def peer_remove(ctx: Context, did: str) -> None:
     """Stop federating with the node DID."""
     run(NodeClient.for_home(ctx.home).request("DELETE", f"/api/admin/peers/{did}"))
     click.echo(f"removed {did}")
+
+
+@peer.command("block")
+@click.argument("did")
+@pass_ctx
+@handle_errors
+def peer_block(ctx: Context, did: str) -> None:
+    """Block the node DID: no pulls or pushes, and its pushes are refused."""
+    run(NodeClient.for_home(ctx.home).post(f"/api/admin/peers/{did}/block"))
+    click.echo(f"blocked {did}")
+
+
+@peer.command("unblock")
+@click.argument("did")
+@pass_ctx
+@handle_errors
+def peer_unblock(ctx: Context, did: str) -> None:
+    """Federate with the node DID again."""
+    run(NodeClient.for_home(ctx.home).post(f"/api/admin/peers/{did}/unblock"))
+    click.echo(f"unblocked {did}")
 
 
 @click.command()

@@ -97,4 +97,8 @@ peers = sa.Table(
     sa.Column("added", sa.BigInteger, nullable=False),
     sa.Column("last_sync", sa.BigInteger, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("their_high", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failing_since", sa.BigInteger, nullable=True),
+    sa.Column("next_try", sa.BigInteger, nullable=True),  # backing off until then
 )

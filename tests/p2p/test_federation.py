@@ -260,3 +260,36 @@ async def test_records_are_relayed_along_a_chain_of_peers(tmp_path: Path) -> Non
                 (model,) = await wait_for(on_c, "the model on C")
                 assert model["id"] == published["model"]["id"]
                 assert model["civitas"]["author"] == alice.did
+
+
+async def test_blocked_and_failing_peers(pair: tuple[LiveNode, LiveNode]) -> None:
+    a, b = pair
+    did_a = a.node.node_key.did
+    key = SigningKey.from_seed(b"k" * 32)
+    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "x"}, created=1)])
+    listed = await (await b.client.get("/api/admin/peers", headers=b.admin)).json()
+    assert set(listed["peers"][0]) >= {"behind", "failing_since", "blocked"}
+
+    # Blocked: its pushes are refused and it is not pulled from.
+    resp = await b.client.post(f"/api/admin/peers/{did_a}/block", headers=b.admin)
+    assert resp.status == 200 and (await resp.json())["peer"]["blocked"] is True
+    body = wire.encode_batch([sign_record(key, "profile", {"name": "y"}, created=2).raw])
+    headers = sign_request(
+        a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
+    )
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert resp.status == 403 and "blocked" in (await resp.json())["message"]
+    assert did_a not in await b.node.federation.sync_all()
+    await b.client.post(f"/api/admin/peers/{did_a}/unblock", headers=b.admin)
+
+    # Failing: errors back off exponentially, and the failure is shown.
+    await a.client.close()  # A's server goes away
+    first = await b.node.federation.sync_all()
+    assert "error" in first[did_a]
+    peer = await b.node.federation.peer(did_a)
+    assert peer.failures == 1 and peer.failing_since is not None
+    assert peer.next_try is not None and peer.next_try > peer.failing_since
+    assert await b.node.federation.sync_all() == {did_a: {"skipped": "backing off after errors"}}
+    forced = await b.node.federation.sync_all(force=True)
+    assert "error" in forced[did_a]
+    assert (await b.node.federation.peer(did_a)).failures == 2

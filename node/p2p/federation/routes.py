@@ -99,7 +99,19 @@ async def remove_peer(request: web.Request) -> web.Response:
 
 async def sync_now(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_ok({"peers": await request.app[FEDERATION].sync_all()})
+    return json_ok({"peers": await request.app[FEDERATION].sync_all(force=True)})
+
+
+async def block_peer(request: web.Request) -> web.Response:
+    require_admin(request)
+    peer = await request.app[FEDERATION].set_blocked(request.match_info["did"], True)
+    return json_ok({"peer": peer.public()})
+
+
+async def unblock_peer(request: web.Request) -> web.Response:
+    require_admin(request)
+    peer = await request.app[FEDERATION].set_blocked(request.match_info["did"], False)
+    return json_ok({"peer": peer.public()})
 
 
 def add_routes(app: web.Application, federation: Federation, verifier: RequestVerifier) -> None:
@@ -114,3 +126,5 @@ def add_routes(app: web.Application, federation: Federation, verifier: RequestVe
     r.add_post("/api/admin/peers", add_peer)
     r.add_delete("/api/admin/peers/{did}", remove_peer)
     r.add_post("/api/admin/sync", sync_now)
+    r.add_post("/api/admin/peers/{did}/block", block_peer)
+    r.add_post("/api/admin/peers/{did}/unblock", unblock_peer)

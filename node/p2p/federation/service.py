@@ -54,9 +54,13 @@ class Peer:
     blocked: bool
     last_sync: int | None
     last_error: str | None
+    their_high: int = 0
+    failures: int = 0
+    failing_since: int | None = None
+    next_try: int | None = None
 
     def public(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "behind": max(0, self.their_high - self.cursor)}
 
 
 def _peer(row: Any) -> Peer:
@@ -70,7 +74,16 @@ def _peer(row: Any) -> Peer:
         row.blocked,
         row.last_sync,
         row.last_error,
+        row.their_high,
+        row.failures,
+        row.failing_since,
+        row.next_try,
     )
+
+
+def backoff_ms(failures: int) -> int:
+    """Exponential backoff for a failing peer: 5 s, 10 s, 20 s … at most an hour."""
+    return min(3600, 5 * 2 ** max(0, failures - 1)) * 1000
 
 
 class Federation:
@@ -244,7 +257,7 @@ class Federation:
             total += new
             if page.entries:
                 cursor = page.entries[-1].seq
-            await self._update(peer.did, cursor=cursor, epoch=epoch)
+            await self._update(peer.did, cursor=cursor, epoch=epoch, their_high=page.high)
             if not page.more:
                 return total
 
@@ -263,22 +276,52 @@ class Federation:
             cursor = batch[-1].seq
             await self._update(peer.did, pushed=cursor)
 
-    async def sync_all(self) -> dict[str, Any]:
-        """One round with every peer: pull then push. Errors are kept per peer."""
+    async def sync_all(self, *, force: bool = False) -> dict[str, Any]:
+        """One round with every peer: pull then push. A failing peer is retried with
+        exponential backoff (``force`` ignores it); errors are kept per peer."""
         async with self._lock:
             report: dict[str, Any] = {}
+            now = now_ms()
             for peer in await self.list_peers():
                 if peer.blocked:
+                    continue
+                if not force and peer.next_try is not None and peer.next_try > now:
+                    report[peer.did] = {"skipped": "backing off after errors"}
                     continue
                 try:
                     pulled = await self.pull(peer)
                     pushed = await self.push(await self.peer(peer.did))
-                    await self._update(peer.did, last_sync=now_ms(), last_error=None)
-                    report[peer.did] = {"pulled": pulled, "pushed": pushed}
                 except CivitasError as exc:
-                    await self._update(peer.did, last_error=exc.message)
+                    await self._failed(peer, exc.message)
                     report[peer.did] = {"error": exc.message}
+                    continue
+                await self._update(
+                    peer.did,
+                    last_sync=now_ms(),
+                    last_error=None,
+                    failures=0,
+                    failing_since=None,
+                    next_try=None,
+                )
+                report[peer.did] = {"pulled": pulled, "pushed": pushed}
             return report
+
+    async def _failed(self, peer: Peer, message: str) -> None:
+        failures = peer.failures + 1
+        now = now_ms()
+        await self._update(
+            peer.did,
+            last_error=message,
+            failures=failures,
+            failing_since=peer.failing_since or now,
+            next_try=now + backoff_ms(failures),
+        )
+
+    async def set_blocked(self, did: str, blocked: bool) -> Peer:
+        """A blocked node is neither pulled from nor pushed to, and its pushes are refused."""
+        await self.peer(did)
+        await self._update(did, blocked=blocked)
+        return await self.peer(did)
 
     # --- background -------------------------------------------------------------------------
 
@@ -317,10 +360,12 @@ class Federation:
                 for peer in await self.list_peers():
                     if peer.blocked:
                         continue
+                    if peer.next_try is not None and peer.next_try > now_ms():
+                        continue  # failing: the pull loop retries it, with backoff
                     try:
                         await self.push(peer)
                     except CivitasError as exc:
-                        await self._update(peer.did, last_error=exc.message)
+                        await self._failed(peer, exc.message)
 
     # --- serving our log ---------------------------------------------------------------------
 
