@@ -293,3 +293,27 @@ async def test_blocked_and_failing_peers(pair: tuple[LiveNode, LiveNode]) -> Non
     forced = await b.node.federation.sync_all(force=True)
     assert "error" in forced[did_a]
     assert (await b.node.federation.peer(did_a)).failures == 2
+
+
+async def test_a_stopped_node_catches_up_and_a_late_node_backfills(tmp_path: Path) -> None:
+    async for a in start_node(tmp_path / "a", enabled=False):
+        async for b in start_node(tmp_path / "b", enabled=False):
+            await a.node.federation.add_peer(b.url)
+            await b.node.federation.add_peer(a.url)
+            await b.node.federation.stop()  # B is down: it hears nothing pushed meanwhile
+            key = SigningKey.from_seed(b"c" * 32)
+            missed = [sign_record(key, "profile", {"name": f"m{i}"}, created=i) for i in range(30)]
+            await a.node.log.accept_verified(missed)
+            await b.node.federation.start()  # back up: its first round pulls what it missed
+
+            async def caught_up(b: LiveNode = b, missed: list[Any] = missed) -> Any:
+                return all([await b.node.log.get(r.id) for r in missed])
+
+            await wait_for(caught_up, "B catching up")
+            async for late in start_node(tmp_path / "late", enabled=False):
+                await late.node.federation.add_peer(b.url)  # joins late, knows only B
+
+                async def backfilled(late: LiveNode = late, a: LiveNode = a) -> Any:
+                    return await late.node.log.count() >= await a.node.log.count()
+
+                await wait_for(backfilled, "the late node backfilling")

@@ -101,6 +101,7 @@ class Federation:
         self.store = store
         self.interval_s = interval_s
         self._wake = asyncio.Event()  # something new to push
+        self._pull_now = asyncio.Event()  # a new peer: pull without waiting for the timer
         self._push_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -158,7 +159,7 @@ class Federation:
             if await conn.scalar(sa.select(peers.c.did).where(peers.c.did == did)) is not None:
                 raise Conflict(f"{did} is a peer already")
             await conn.execute(peers.insert().values(did=did, url=url, name=name, added=now_ms()))
-        self.nudge()
+        self._pull_now.set()
         return await self.peer(did)
 
     async def peer(self, did: str) -> Peer:
@@ -350,7 +351,9 @@ class Federation:
                 await self.sync_all()
             except Exception:  # the loop must outlive any one bad round
                 log.exception("sync round failed")
-            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pull_now.wait(), timeout=self.interval_s)
+            self._pull_now.clear()
 
     async def _push_loop(self) -> None:
         while True:
