@@ -83,7 +83,12 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     )
     key = node_key or home.node_key()
     federation = Federation(
-        db, record_log, key, store, interval_s=config.federation.sync_interval_s
+        db,
+        record_log,
+        key,
+        store,
+        interval_s=config.federation.sync_interval_s,
+        max_pushed_per_minute=config.federation.max_pushed_per_minute,
     )
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)

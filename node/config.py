@@ -129,6 +129,9 @@ class FederationSection:
     sync_interval_s: int = setting(
         30, "Seconds between full pulls from every peer (pushes go out at once).", _positive
     )
+    max_pushed_per_minute: int = setting(
+        6000, "Most records one peer may push to this node's inbox per minute.", _positive
+    )
 
 
 @dataclass

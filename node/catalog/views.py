@@ -27,7 +27,7 @@ from node.catalog.tables import (
     version_files,
 )
 from node.db import Database
-from node.p2p.tables import authors, blobs
+from node.p2p.tables import authors, blobs, records
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrentmeta import magnet
 
@@ -280,6 +280,12 @@ class CatalogViews:
             ):
                 tags[t.root_id].append(t.tag)
             versions = await self.versions(conn, model_versions.c.model_root.in_(roots))
+            sources = {
+                r.id: r.source
+                for r in await conn.execute(
+                    sa.select(records.c.id, records.c.source).where(records.c.id.in_(roots))
+                )
+            }
         by_model: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for version in versions:
             by_model[version["modelId"]].append(version)
@@ -321,6 +327,9 @@ class CatalogViews:
                         "rootId": root.hex(),
                         "revisionId": row.revision_id.hex(),
                         "author": row.author,
+                        # Every record in the log passed signature verification on arrival.
+                        "signatureVerified": True,
+                        "receivedFrom": sources.get(root),  # a peer's did; null: published here
                         "license": row.license,
                         "rating": row.rating,
                         "createdAt": iso(row.created),

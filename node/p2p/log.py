@@ -103,14 +103,19 @@ class RecordLog:
         verified = [verify_record(raw, now) for raw in raws]
         return await self.accept_verified(verified)
 
-    async def accept_verified(self, batch: Iterable[Record]) -> list[Appended]:
+    async def accept_verified(
+        self, batch: Iterable[Record], source: str | None = None
+    ) -> list[Appended]:
+        """Append verified records in one transaction; ``source``: the peer that sent them."""
         batch = list(batch)
         for record in batch:
             self.types.check_body(record)
         async with self.db.write() as conn:
-            return [await self.append_in(conn, record) for record in batch]
+            return [await self.append_in(conn, record, source) for record in batch]
 
-    async def append_in(self, conn: AsyncConnection, record: Record) -> Appended:
+    async def append_in(
+        self, conn: AsyncConnection, record: Record, source: str | None = None
+    ) -> Appended:
         """Append inside the caller's write transaction (body rules already checked)."""
         existing = await conn.scalar(sa.select(records.c.seq).where(records.c.id == record.id))
         if existing is not None:
@@ -125,6 +130,7 @@ class RecordLog:
                 received=now_ms(),
                 state="visible",
                 raw=record.raw,
+                source=source,
             )
             .returning(records.c.seq)
         )

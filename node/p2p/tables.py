@@ -27,6 +27,8 @@ records = sa.Table(
     sa.Column("received", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, server_default="visible"),
     sa.Column("raw", sa.LargeBinary, nullable=True),
+    # The peer node that first delivered it; NULL: published on this node.
+    sa.Column("source", sa.String(64), nullable=True),
     sa.CheckConstraint("state IN ('visible', 'suppressed', 'purged')", name="state"),
     sa.Index("ix_records_type_author", "type", "author"),
 )

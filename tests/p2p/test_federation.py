@@ -115,6 +115,9 @@ async def test_a_model_published_on_one_node_is_found_on_its_peer(
 
     (model,) = await wait_for(arrived, "the model on B")
     original = published["model"]
+    assert original["civitas"]["receivedFrom"] is None  # published on A
+    assert model["civitas"]["receivedFrom"] == a.node.node_key.did
+    assert model["civitas"]["signatureVerified"] is True
     assert model["id"] == original["id"]  # the same integer id on every node
     assert model["name"] == "Fox" and model["creator"]["username"] == "alice"
     assert model["civitas"]["rootId"] == original["civitas"]["rootId"]
@@ -317,3 +320,18 @@ async def test_a_stopped_node_catches_up_and_a_late_node_backfills(tmp_path: Pat
                     return await late.node.log.count() >= await a.node.log.count()
 
                 await wait_for(backfilled, "the late node backfilling")
+
+
+async def test_a_peer_pushing_too_much_is_slowed_down(pair: tuple[LiveNode, LiveNode]) -> None:
+    a, b = pair
+    b.node.federation.max_pushed_per_minute = 3
+    key = SigningKey.from_seed(b"f" * 32)
+    flood = [sign_record(key, "profile", {"name": f"f{i}"}, created=i).raw for i in range(4)]
+    body = wire.encode_batch(flood)
+    headers = sign_request(
+        a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
+    )
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert resp.status == 429 and (await resp.json())["error"] == "too_many_records"
+    assert await b.node.log.count() == 0  # nothing from the refused batch was stored
+    assert (await b.client.get("/healthz")).status == 200  # and the node keeps serving

@@ -72,7 +72,9 @@ async def inbox(request: web.Request) -> web.Response:
         peer = await federation.trusted_peer(sender)
     except CivitasError as exc:
         raise Forbidden(exc.message) from None
-    accepted, errors = await federation.accept(wire.decode_batch(body), peer)
+    batch = wire.decode_batch(body)
+    federation.take_push_allowance(peer.did, len(batch))
+    accepted, errors = await federation.accept(batch, peer)
     return json_ok({"accepted": accepted, "rejected": errors})
 
 

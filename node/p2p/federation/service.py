@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,17 @@ PAGE = 200
 class PeerError(CivitasError):
     code = "peer_error"
     status = 502
+
+
+class TooManyRecords(CivitasError):
+    code = "too_many_records"
+    status = 429
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
 
 
 @dataclass(frozen=True)
@@ -94,12 +106,15 @@ class Federation:
         key: SigningKey,
         store: FileStore,
         interval_s: int = 30,
+        max_pushed_per_minute: int = 6000,
     ) -> None:
         self.db = db
         self.log = log
         self.key = key
         self.store = store
         self.interval_s = interval_s
+        self.max_pushed_per_minute = max_pushed_per_minute
+        self._buckets: dict[str, _Bucket] = {}
         self._wake = asyncio.Event()  # something new to push
         self._pull_now = asyncio.Event()  # a new peer: pull without waiting for the timer
         self._push_task: asyncio.Task[None] | None = None
@@ -211,10 +226,24 @@ class Federation:
             except RecordError as exc:
                 errors.append(exc.code)
                 log.info("record refused", extra={"peer": source.did, "why": exc.message})
-        appended = await self.log.accept_verified(good) if good else []
+        appended = await self.log.accept_verified(good, source=source.did) if good else []
         new = [a.record for a in appended if a.new]
         await self._fetch_previews(new, source)
         return len(new), errors
+
+    def take_push_allowance(self, did: str, count: int) -> None:
+        """A token bucket per peer: at most ``max_pushed_per_minute`` pushed records."""
+        rate = self.max_pushed_per_minute / 60.0
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(did, _Bucket(self.max_pushed_per_minute, now))
+        bucket.tokens = min(self.max_pushed_per_minute, bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if count > bucket.tokens:
+            raise TooManyRecords(
+                f"{did} pushed more than {self.max_pushed_per_minute} records a minute; "
+                "slow down (pulls repair whatever is refused)"
+            )
+        bucket.tokens -= count
 
     async def _fetch_previews(self, new: Sequence[Record], source: Peer) -> None:
         for record in new:
