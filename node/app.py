@@ -35,6 +35,7 @@ from node.http import error_middleware, json_ok, require_admin
 from node.openapi import openapi_json
 from node.p2p import identity, torrent_routes
 from node.p2p import routes as p2p_routes
+from node.p2p.federation import announce
 from node.p2p.federation import routes as federation_routes
 from node.p2p.federation.service import Federation
 from node.p2p.federation.signing import RequestVerifier
@@ -53,6 +54,7 @@ def build_record_types() -> RecordTypes:
     """Every record type this software knows, with its rules and projections."""
     types = RecordTypes()
     identity.register(types)
+    announce.register(types)
     catalog_projection.register(types)
     return types
 
@@ -89,6 +91,8 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         store,
         interval_s=config.federation.sync_interval_s,
         max_pushed_per_minute=config.federation.max_pushed_per_minute,
+        name=config.node.name,
+        auto_connect=config.federation.auto_connect,
     )
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)
@@ -137,6 +141,7 @@ def set_public_url(app: web.Application, url: str) -> None:
     app[p2p_routes.NODE_INFO].public_url = url
     app[NODE].catalog.views.base_url = url
     app[NODE].torrents.base_url = url
+    app[NODE].federation.public_url = url
     _set_peer_hint(app[NODE])
 
 

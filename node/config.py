@@ -132,6 +132,9 @@ class FederationSection:
     max_pushed_per_minute: int = setting(
         6000, "Most records one peer may push to this node's inbox per minute.", _positive
     )
+    auto_connect: bool = setting(
+        False, "Peer with every node announced through the federation (off: only those added)."
+    )
 
 
 @dataclass

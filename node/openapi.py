@@ -251,6 +251,7 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
         ),
     },
+    "/api/admin/nodes": {"get": _op("Nodes announced through the federation (admin)", auth=True)},
     "/api/admin/peers/{did}/block": {
         "post": _op(
             "Block a peer node (admin)", params=_params(("did", "path", "string")), auth=True

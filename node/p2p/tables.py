@@ -104,3 +104,15 @@ peers = sa.Table(
     sa.Column("failing_since", sa.BigInteger, nullable=True),
     sa.Column("next_try", sa.BigInteger, nullable=True),  # backing off until then
 )
+
+# Projection of ``node`` records: the nodes this one has heard of, newest announcement wins.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("did", sa.String(64), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("software", sa.String(64), nullable=False),
+    sa.Column("record_id", sa.LargeBinary(32), nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+)

@@ -104,6 +104,11 @@ async def sync_now(request: web.Request) -> web.Response:
     return json_ok({"peers": await request.app[FEDERATION].sync_all(force=True)})
 
 
+async def known_nodes(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok({"nodes": await request.app[FEDERATION].known_nodes()})
+
+
 async def block_peer(request: web.Request) -> web.Response:
     require_admin(request)
     peer = await request.app[FEDERATION].set_blocked(request.match_info["did"], True)
@@ -128,5 +133,6 @@ def add_routes(app: web.Application, federation: Federation, verifier: RequestVe
     r.add_post("/api/admin/peers", add_peer)
     r.add_delete("/api/admin/peers/{did}", remove_peer)
     r.add_post("/api/admin/sync", sync_now)
+    r.add_get("/api/admin/nodes", known_nodes)
     r.add_post("/api/admin/peers/{did}/block", block_peer)
     r.add_post("/api/admin/peers/{did}/unblock", unblock_peer)

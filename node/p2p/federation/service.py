@@ -29,8 +29,8 @@ from node.p2p.federation.signing import sign_request
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, get_meta
-from node.p2p.records import Record, now_ms, verify_record
-from node.p2p.tables import peers, records
+from node.p2p.records import Record, now_ms, sign_record, verify_record
+from node.p2p.tables import nodes, peers, records
 
 log = logging.getLogger("civitas.federation")
 TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
@@ -107,6 +107,8 @@ class Federation:
         store: FileStore,
         interval_s: int = 30,
         max_pushed_per_minute: int = 6000,
+        name: str = "",
+        auto_connect: bool = False,
     ) -> None:
         self.db = db
         self.log = log
@@ -114,6 +116,9 @@ class Federation:
         self.store = store
         self.interval_s = interval_s
         self.max_pushed_per_minute = max_pushed_per_minute
+        self.name = name
+        self.auto_connect = auto_connect
+        self.public_url = ""  # set once known (configured, or the bound port)
         self._buckets: dict[str, _Bucket] = {}
         self._wake = asyncio.Event()  # something new to push
         self._pull_now = asyncio.Event()  # a new peer: pull without waiting for the timer
@@ -157,7 +162,7 @@ class Federation:
 
     # --- peers -----------------------------------------------------------------------------
 
-    async def add_peer(self, url: str) -> Peer:
+    async def add_peer(self, url: str, expected_did: str | None = None) -> Peer:
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise BadRequest("a peer URL starts with http:// or https://")
@@ -170,6 +175,8 @@ class Federation:
             raise PeerError(f"{url} does not look like a Civitas node") from None
         if did == self.key.did:
             raise BadRequest("that is this node itself")
+        if expected_did is not None and did != expected_did:
+            raise PeerError(f"{url} is {did}, not the {expected_did} that announced it")
         async with self.db.write() as conn:
             if await conn.scalar(sa.select(peers.c.did).where(peers.c.did == did)) is not None:
                 raise Conflict(f"{did} is a peer already")
@@ -306,9 +313,58 @@ class Federation:
             cursor = batch[-1].seq
             await self._update(peer.did, pushed=cursor)
 
+    # --- announcements ---------------------------------------------------------------
+
+    async def announce(self) -> None:
+        """Publish a ``node`` record when this node's URL, name or software changed."""
+        if not self.public_url:
+            return
+        from node import __version__
+
+        body = {
+            "url": self.public_url,
+            "name": self.name or "civitas",
+            "software": f"civitas/{__version__}",
+        }
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(nodes).where(nodes.c.did == self.key.did))).first()
+        if row is not None and (row.url, row.name, row.software) == tuple(body.values()):
+            return
+        await self.log.accept_verified([sign_record(self.key, "node", body)])
+
+    async def known_nodes(self) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(nodes).order_by(nodes.c.created.desc()))
+            peered = set((await conn.execute(sa.select(peers.c.did))).scalars())
+        return [
+            {
+                "did": r.did,
+                "url": r.url,
+                "name": r.name,
+                "software": r.software,
+                "peer": r.did in peered,
+                "self": r.did == self.key.did,
+            }
+            for r in rows
+        ]
+
+    async def _connect_announced(self) -> None:
+        for known in await self.known_nodes():
+            if known["peer"] or known["self"]:
+                continue
+            try:
+                await self.add_peer(known["url"], expected_did=known["did"])
+            except CivitasError as exc:
+                log.info(
+                    "announced node not connected", extra={"url": known["url"], "why": exc.message}
+                )
+
     async def sync_all(self, *, force: bool = False) -> dict[str, Any]:
         """One round with every peer: pull then push. A failing peer is retried with
         exponential backoff (``force`` ignores it); errors are kept per peer."""
+        await self.announce()
+        if self.auto_connect:
+            await self._connect_announced()
         async with self._lock:
             report: dict[str, Any] = {}
             now = now_ms()
