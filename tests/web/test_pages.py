@@ -261,3 +261,13 @@ def test_markdown_is_sanitized() -> None:
     assert "<script" not in html and "alert(1)</script" not in html
     assert "onerror" not in html and "onclick" not in html and 'href="javascript' not in html
     assert "<em>hi</em>" in html and '<img src="x">' in html
+
+
+async def test_model_page_says_who_signed_it_and_where_it_came_from(
+    client: TestClient, samples: Catalog
+) -> None:
+    model = samples.models["fox"]
+    html = await (await client.get(f"/models/{model['id']}")).text()
+    assert model["civitas"]["author"][:20] in html
+    assert "signature verified" in html
+    assert "published on this node" in html
