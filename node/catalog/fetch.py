@@ -29,6 +29,7 @@ from node.catalog.tables import model_versions, version_files
 from node.config import TorrentSection
 from node.db import Database
 from node.errors import BadRequest, CivitasError, NotFound
+from node.p2p.outgoing import PeerError, get_capped
 from node.p2p.records import now_ms
 from node.p2p.tables import blobs, downloads, torrents
 from node.p2p.torrent_routes import TorrentIndex, save_torrent
@@ -291,16 +292,8 @@ class FetchService:
     async def _download_info(base: str, infohash: str) -> bytes | None:
         url = f"{base}/federation/v1/torrents/{infohash}"
         try:
-            async with (
-                aiohttp.ClientSession(timeout=TORRENT_FETCH_TIMEOUT) as session,
-                session.get(url, allow_redirects=False) as resp,
-            ):
-                if resp.status != 200:
-                    return None
-                body = await resp.content.read(MAX_TORRENT_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-        if len(body) > MAX_TORRENT_BYTES:
+            body = await get_capped(url, MAX_TORRENT_BYTES, TORRENT_FETCH_TIMEOUT)
+        except PeerError:
             return None
         try:
             decoded: Any = lt.bdecode(body)

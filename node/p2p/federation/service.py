@@ -29,19 +29,14 @@ from node.p2p.federation.signing import sign_request
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, get_meta
+from node.p2p.outgoing import TIMEOUT, PeerError, get_capped
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
 log = logging.getLogger("civitas.federation")
-TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 MAX_PAGE_BYTES = 40 * 1024 * 1024
 MAX_BLOB_BYTES = 50 * 1024 * 1024
 PAGE = 200
-
-
-class PeerError(CivitasError):
-    code = "peer_error"
-    status = 502
 
 
 class TooManyRecords(CivitasError):
@@ -129,19 +124,7 @@ class Federation:
     # --- HTTP to peers -------------------------------------------------------------------
 
     async def _get(self, url: str, limit: int) -> bytes:
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=TIMEOUT) as session,
-                session.get(url, allow_redirects=False) as resp,
-            ):
-                body = await resp.content.read(limit + 1)
-                if resp.status != 200:
-                    raise PeerError(f"{url} answered {resp.status}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerError(f"cannot reach {url}: {exc}") from None
-        if len(body) > limit:
-            raise PeerError(f"{url} sent more than {limit} bytes")
-        return body
+        return await get_capped(url, limit)
 
     async def _post_signed(self, peer: Peer, path: str, body: bytes) -> None:
         headers = sign_request(self.key, "POST", path, body, peer.did)
