@@ -44,10 +44,13 @@ class LogEntry:
     created: int
     state: State
     raw: bytes | None
+    source: str | None = None  # the peer that delivered it; None: published here
 
 
 def _entry(row: Any) -> LogEntry:
-    return LogEntry(row.seq, row.id, row.type, row.author, row.created, row.state, row.raw)
+    return LogEntry(
+        row.seq, row.id, row.type, row.author, row.created, row.state, row.raw, row.source
+    )
 
 
 async def get_meta(conn: AsyncConnection, key: str) -> str | None:

@@ -289,7 +289,11 @@ class Federation:
             batch = await self.log.after(cursor, limit=wire.MAX_PUSH)
             if not batch:
                 return sent
-            raws = [e.raw for e in batch if e.state == "visible" and e.raw is not None]
+            raws = [  # not back to the peer it came from
+                e.raw
+                for e in batch
+                if e.state == "visible" and e.raw is not None and e.source != peer.did
+            ]
             if raws:
                 await self._post_signed(peer, "/federation/v1/inbox", wire.encode_batch(raws))
                 sent += len(raws)
