@@ -26,6 +26,7 @@ from node.p2p.tables import node_meta, records
 State = Literal["visible", "suppressed", "purged"]
 STATES: tuple[State, ...] = ("visible", "suppressed", "purged")
 REPLAY_CHUNK = 500
+LOOKUP_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -114,35 +115,66 @@ class RecordLog:
         for record in batch:
             self.types.check_body(record)
         async with self.db.write() as conn:
-            return [await self.append_in(conn, record, source) for record in batch]
+            return await self.append_many(conn, batch, source)
 
     async def append_in(
         self, conn: AsyncConnection, record: Record, source: str | None = None
     ) -> Appended:
         """Append inside the caller's write transaction (body rules already checked)."""
-        existing = await conn.scalar(sa.select(records.c.seq).where(records.c.id == record.id))
-        if existing is not None:
-            return Appended(record, existing, new=False)
-        seq = await conn.scalar(
-            records.insert()
-            .values(
-                id=record.id,
-                type=record.type,
-                author=record.author,
-                created=record.created,
-                received=now_ms(),
-                state="visible",
-                raw=record.raw,
-                source=source,
+        return (await self.append_many(conn, [record], source))[0]
+
+    async def append_many(
+        self, conn: AsyncConnection, batch: Sequence[Record], source: str | None = None
+    ) -> list[Appended]:
+        """Append a page of records with one lookup and one multi-row insert, then project
+        the new ones in order. Known ids (and repeats within the page) are no-ops."""
+        seqs: dict[bytes, int] = {}
+        ids = list(dict.fromkeys(r.id for r in batch))
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            found = await conn.execute(
+                sa.select(records.c.id, records.c.seq).where(
+                    records.c.id.in_(ids[start : start + LOOKUP_CHUNK])
+                )
             )
-            .returning(records.c.seq)
-        )
-        await self.types.project(conn, record)
-        hooks = conn.info.setdefault("after_commit", [])
-        for listener in self.listeners:
-            if listener not in hooks:
-                hooks.append(listener)
-        return Appended(record, int(seq), new=True)
+            seqs.update({row.id: int(row.seq) for row in found})
+        fresh = list({r.id: r for r in batch if r.id not in seqs}.values())
+        if fresh:
+            received = now_ms()
+            inserted = await conn.execute(
+                records.insert().returning(
+                    records.c.id, records.c.seq, sort_by_parameter_order=True
+                ),
+                [
+                    {
+                        "id": r.id,
+                        "type": r.type,
+                        "author": r.author,
+                        "created": r.created,
+                        "received": received,
+                        "state": "visible",
+                        "raw": r.raw,
+                        "source": source,
+                    }
+                    for r in fresh
+                ],
+            )
+            new_seqs = {row.id: int(row.seq) for row in inserted}
+            for record in fresh:
+                await self.types.project(conn, record)
+            hooks = conn.info.setdefault("after_commit", [])
+            hooks.extend(h for h in self.listeners if h not in hooks)
+        else:
+            new_seqs = {}
+        out = []
+        for record in batch:
+            if record.id in new_seqs:
+                out.append(Appended(record, new_seqs.pop(record.id), new=True))
+            else:
+                seq = seqs.get(record.id)
+                if seq is None:  # a repeat, within this page, of a record just appended
+                    seq = next(a.seq for a in out if a.record.id == record.id)
+                out.append(Appended(record, seq, new=False))
+        return out
 
     async def set_state(self, record_id: bytes, state: State) -> None:
         """Change a record's state and re-derive the tables its type projects into."""

@@ -174,3 +174,17 @@ async def test_migrations_match_the_declared_tables(node: Node) -> None:
 
     async with node.db.read() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_a_page_with_repeats_and_known_records_appends_each_once(node: Node) -> None:
+    key = SigningKey.from_seed(SEED_A)
+    known = profile(key, "known", 1)
+    await node.log.accept(known.raw)
+    fresh = [profile(key, f"p{i}", 10 + i) for i in range(3)]
+    page = [fresh[0], known, fresh[1], fresh[0], fresh[2]]
+    appended = await node.log.accept_verified(page)
+    assert [a.new for a in appended] == [True, False, True, False, True]
+    assert appended[0].seq == appended[3].seq  # the repeat points at the same entry
+    seqs = [a.seq for a in appended if a.new]
+    assert seqs == sorted(seqs)  # appended in the page's order
+    assert await node.log.count() == 4
