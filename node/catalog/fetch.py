@@ -42,6 +42,7 @@ HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 RESUME_EVERY_S = 30
 TORRENT_FETCH_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
 MAX_TORRENT_BYTES = 8 * 1024 * 1024
+PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
 
 class QuotaExceeded(CivitasError):
@@ -162,6 +163,28 @@ class FetchService:
             assert self.engine is not None
             self.engine.seed(meta, path, self.trackers(), self.web_seeds(sha256))
 
+    async def peer_web_seed(self, sha256: str) -> str | None:
+        """A federation peer's web seed URL for a file it holds, asked in parallel, briefly."""
+        urls = [f"{base}/webseed/{sha256.upper()}" for base in await self._peers()]
+        if not urls:
+            return None
+
+        async def holds(url: str) -> str | None:
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=PROBE_TIMEOUT) as session,
+                    session.head(url, allow_redirects=False) as resp,
+                ):
+                    return url if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+
+        found = await asyncio.gather(*(holds(u) for u in urls))
+        return next((u for u in found if u), None)
+
+    async def _peers(self) -> list[str]:
+        return await self.peer_urls() if self.peer_urls is not None else []
+
     # --- fetching -----------------------------------------------------------------------
 
     async def _resolve(self, target: str) -> tuple[Any, dict[str, Any]]:
@@ -205,7 +228,7 @@ class FetchService:
         if self.engine is None or self.engine.session is None:
             raise BadRequest("the BitTorrent engine is off (torrent.enabled = false)")
         row, sources = await self._resolve(target.strip())
-        known = await self.peer_urls() if self.peer_urls is not None else []
+        known = await self._peers()
         sources["nodes"] = list(dict.fromkeys(n.rstrip("/") for n in [*nodes, *known]))
         sources["sha256"] = row.sha256
         if await self.store.local_path(row.sha256) is not None:

@@ -182,7 +182,18 @@ async def download(request: web.Request) -> web.StreamResponse:
         raise NotFound("no such model version")
     path = await catalog.store.local_path(row.sha256)
     if path is None:
-        raise NotFound("this node does not hold the file")
+        seed = await catalog.fetcher.peer_web_seed(row.sha256)
+        if seed is not None:  # a peer holds it: send the client there
+            raise web.HTTPFound(seed)
+        magnet = catalog.views.magnet_for(row) if row.infohash else None
+        return web.json_response(
+            {
+                "error": "not_found",
+                "message": "this node does not hold the file; fetch it over BitTorrent",
+                "magnet": magnet,
+            },
+            status=404,
+        )
     if request.method == "GET" and "Range" not in request.headers:
         await catalog.views.count_download(row.vid)
     disposition = f"attachment; filename*=UTF-8''{_quote(row.name)}"

@@ -96,6 +96,11 @@ class CatalogViews:
         transform = f"width={width}" if width else "original=true"
         return f"{self.base_url}/images/{sha256}/{transform}/{int_id}.{EXTENSIONS.get(mime, 'png')}"
 
+    def magnet_for(self, row: Any) -> str:
+        """A magnet for a file this node does not hold: its tracker, no web seed or peer."""
+        trackers = self.torrent_index.trackers() if self.torrent_index else []
+        return magnet(row.infohash, row.name, row.size, trackers)
+
     def _torrent_links(self, row: Any) -> dict[str, str]:
         if not row.infohash:
             return {}

@@ -320,3 +320,23 @@ async def test_the_fetch_quota_is_enforced(
     )
     assert resp.status == 507
     assert "fetch_quota_bytes" in (await resp.json())["message"]
+
+
+async def test_download_of_a_file_the_node_lacks_goes_to_a_peer_or_gives_the_magnet(
+    node_a: LiveNode, node_b: LiveNode, published: dict[str, Any]
+) -> None:
+    await deliver_records(node_a.node, node_b.node)
+    version_id = published["version"]["id"]
+    resp = await node_b.client.get(f"/api/download/models/{version_id}")
+    assert resp.status == 404
+    body = await resp.json()
+    infohash = published["file"]["civitas"]["infohash"]
+    assert body["magnet"].startswith(f"magnet:?xt=urn:btih:{infohash}&")
+    assert "&ws=" not in body["magnet"]  # B has no web seed for a file it lacks
+
+    await node_b.node.federation.add_peer(node_a.url)
+    resp = await node_b.client.get(f"/api/download/models/{version_id}", allow_redirects=False)
+    assert resp.status == 302
+    assert (
+        resp.headers["Location"] == f"{node_a.url}/webseed/{published['file']['civitas']['sha256']}"
+    )
