@@ -110,6 +110,11 @@ class MalformedDid(RecordError):
     code = "did_malformed"
 
 
+class AuthorBlocked(RecordError):
+    code = "author_blocked"
+    status = 403
+
+
 class RecordRejected(RecordError):
     """Well-formed and signed, but against a record rule (schema, authorship)."""
 

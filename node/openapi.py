@@ -251,6 +251,20 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
         ),
     },
+    "/api/admin/authors/blocked": {"get": _op("Blocked author keys (admin)", auth=True)},
+    "/api/admin/authors/{did}/block": {
+        "post": _op(
+            "Block an author key: refuse and suppress its records (admin)",
+            params=_params(("did", "path", "string")),
+            body="application/json",
+            auth=True,
+        ),
+    },
+    "/api/admin/authors/{did}/unblock": {
+        "post": _op(
+            "Lift an author block (admin)", params=_params(("did", "path", "string")), auth=True
+        ),
+    },
     "/api/admin/nodes": {"get": _op("Nodes announced through the federation (admin)", auth=True)},
     "/api/admin/peers/{did}/block": {
         "post": _op(

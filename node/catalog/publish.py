@@ -25,7 +25,7 @@ from node.catalog.images import ImageInfo, inspect_image, served_copy
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
-from node.errors import BadRequest, Forbidden, NotFound
+from node.errors import AuthorBlocked, BadRequest, Forbidden, NotFound
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
@@ -275,6 +275,8 @@ class Publisher:
         hashes, header = ingested.hashes, ingested.header
         if self.gate is not None and (reason := await self.gate.refuse_file(hashes.sha256)):
             raise Forbidden(reason)
+        if await self.log.blocked_among([author.did]):  # before anything is stored
+            raise AuthorBlocked("this node blocked your author key; you cannot publish here")
         existing = await self._existing_version(author.did, hashes.sha256)
         if existing is not None:
             return Published(existing[0], existing[1], hashes.sha256, new=False)

@@ -154,7 +154,7 @@ def status(ctx: Context) -> None:
 
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
 from node.cli.catalog import publish, search  # noqa: E402
-from node.cli.peers import peer, sync  # noqa: E402
+from node.cli.peers import author, peer, sync  # noqa: E402
 from node.cli.torrents import fetch, seed, torrents  # noqa: E402
 
 main.add_command(user)
@@ -166,4 +166,5 @@ main.add_command(fetch)
 main.add_command(torrents)
 main.add_command(seed)
 main.add_command(peer)
+main.add_command(author)
 main.add_command(sync)

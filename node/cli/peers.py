@@ -83,3 +83,43 @@ def sync(ctx: Context) -> None:
     """Pull from and push to every peer now (it also happens every sync_interval_s)."""
     report = run(NodeClient.for_home(ctx.home).post("/api/admin/sync"))
     click.echo(json.dumps(report["peers"], indent=2))
+
+
+@click.group()
+def author() -> None:
+    """Author keys this node refuses (their records are suppressed while blocked)."""
+
+
+@author.command("block")
+@click.argument("did")
+@click.option("--reason", default="", help="Why, for the other operators of this node.")
+@pass_ctx
+@handle_errors
+def author_block(ctx: Context, did: str, reason: str) -> None:
+    """Refuse the author DID's records and suppress those this node holds."""
+    data = run(
+        NodeClient.for_home(ctx.home).post(f"/api/admin/authors/{did}/block", {"reason": reason})
+    )
+    click.echo(f"blocked {did}: {data['suppressed']} records suppressed")
+
+
+@author.command("unblock")
+@click.argument("did")
+@pass_ctx
+@handle_errors
+def author_unblock(ctx: Context, did: str) -> None:
+    """Lift the block on the author DID."""
+    data = run(NodeClient.for_home(ctx.home).post(f"/api/admin/authors/{did}/unblock"))
+    click.echo(f"unblocked {did}: {data['restored']} records shown again")
+
+
+@author.command("blocked")
+@pass_ctx
+@handle_errors
+def author_blocked(ctx: Context) -> None:
+    """List blocked author keys."""
+    authors = run(NodeClient.for_home(ctx.home).get("/api/admin/authors/blocked"))["authors"]
+    if not authors:
+        click.echo("no blocked authors")
+    for a in authors:
+        click.echo(f"{a['did']}\t{a['reason']}")

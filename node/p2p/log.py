@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.db import Database
-from node.errors import BadRequest, NotFound
-from node.p2p.keys import SigningKey
+from node.errors import AuthorBlocked, BadRequest, NotFound
+from node.p2p.keys import SigningKey, public_key_from_did
 from node.p2p.projections import RecordTypes
 from node.p2p.records import Record, now_ms, sign_record, verify_record
-from node.p2p.tables import node_meta, records
+from node.p2p.tables import blocked_authors, node_meta, records
 
 State = Literal["visible", "suppressed", "purged"]
 STATES: tuple[State, ...] = ("visible", "suppressed", "purged")
@@ -128,6 +128,9 @@ class RecordLog:
     ) -> list[Appended]:
         """Append a page of records with one lookup and one multi-row insert, then project
         the new ones in order. Known ids (and repeats within the page) are no-ops."""
+        blocked = await self.blocked(conn, {r.author for r in batch})
+        if blocked:
+            raise AuthorBlocked(f"this node blocked the author {sorted(blocked)[0]}")
         seqs: dict[bytes, int] = {}
         ids = list(dict.fromkeys(r.id for r in batch))
         for start in range(0, len(ids), LOOKUP_CHUNK):
@@ -191,6 +194,66 @@ class RecordLog:
                 values["raw"] = None
             await conn.execute(records.update().where(records.c.id == record_id).values(values))
             await self._rebuild(conn, {row.type})
+
+    # --- blocked authors ------------------------------------------------------------
+
+    @staticmethod
+    async def blocked(conn: AsyncConnection, dids: Iterable[str]) -> set[str]:
+        wanted = list(set(dids))
+        if not wanted:
+            return set()
+        found = await conn.execute(
+            sa.select(blocked_authors.c.did).where(blocked_authors.c.did.in_(wanted))
+        )
+        return set(found.scalars())
+
+    async def blocked_among(self, dids: Iterable[str]) -> set[str]:
+        async with self.db.read() as conn:
+            return await self.blocked(conn, dids)
+
+    async def block_author(self, did: str, reason: str = "") -> int:
+        """Refuse ``did``'s records from now on and suppress those already here."""
+        public_key_from_did(did)
+        async with self.db.write() as conn:
+            if not await self.blocked(conn, [did]):
+                await conn.execute(
+                    blocked_authors.insert().values(did=did, reason=reason[:2000], added=now_ms())
+                )
+            return await self._set_author_state(conn, did, "visible", "suppressed")
+
+    async def unblock_author(self, did: str) -> int:
+        """Lift a block: the author's suppressed records are shown again."""
+        async with self.db.write() as conn:
+            gone = await conn.execute(blocked_authors.delete().where(blocked_authors.c.did == did))
+            if gone.rowcount == 0:
+                raise NotFound(f"{did} is not blocked")
+            return await self._set_author_state(conn, did, "suppressed", "visible")
+
+    async def list_blocked(self) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(blocked_authors).order_by(blocked_authors.c.added))
+            return [{"did": r.did, "reason": r.reason, "added": r.added} for r in rows]
+
+    async def _set_author_state(
+        self, conn: AsyncConnection, did: str, old: State, new: State
+    ) -> int:
+        types = set(
+            (
+                await conn.execute(
+                    sa.select(records.c.type)
+                    .where(records.c.author == did, records.c.state == old)
+                    .distinct()
+                )
+            ).scalars()
+        )
+        changed = await conn.execute(
+            records.update()
+            .where(records.c.author == did, records.c.state == old)
+            .values(state=new)
+        )
+        if types:
+            await self._rebuild(conn, types)
+        return int(changed.rowcount or 0)
 
     async def reindex(self) -> int:
         """Rebuild every projected table from the log; return how many records were replayed."""

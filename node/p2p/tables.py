@@ -116,3 +116,13 @@ nodes = sa.Table(
     sa.Column("record_id", sa.LargeBinary(32), nullable=False),
     sa.Column("created", sa.BigInteger, nullable=False),
 )
+
+# Author keys this operator blocked: their records are refused, and those already here
+# are suppressed (kept, not shown, not relayed) until the block is lifted.
+blocked_authors = sa.Table(
+    "blocked_authors",
+    metadata,
+    sa.Column("did", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("added", sa.BigInteger, nullable=False),
+)

@@ -356,3 +356,55 @@ async def test_nodes_announce_themselves_and_may_auto_connect(tmp_path: Path) ->
                 await c.node.federation.sync_all(force=True)
                 peer = await c.node.federation.peer(a.node.node_key.did)  # connected itself
                 assert peer.url == a.url
+
+
+async def test_a_blocked_author_is_refused_and_suppressed_until_unblocked(
+    pair: tuple[LiveNode, LiveNode], tmp_path: Path
+) -> None:
+    a, b = pair
+    mallory = await a.node.accounts.add_user("mallory", PASSWORD)
+    published = await a.node.catalog.publish_path(
+        mallory.did, lora_file(tmp_path / "spam.safetensors", 6), {"name": "Spam"}
+    )
+    await wait_for(lambda: models_on(b), "the model on B")
+
+    resp = await b.client.post(
+        f"/api/admin/authors/{mallory.did}/block", json={"reason": "spam"}, headers=b.admin
+    )
+    assert resp.status == 200 and (await resp.json())["suppressed"] >= 3
+    assert await models_on(b) == []  # hidden on B
+    root = bytes.fromhex(published["model"]["civitas"]["rootId"])
+    entry = await b.node.log.get(root)
+    assert entry is not None and entry.state == "suppressed"  # kept, not served or relayed
+
+    # New records by that key: refused from peers (the rest of the batch still counts).
+    key = SigningKey.from_seed(b"o" * 32)
+    spam = sign_record(
+        mallory_key := a.node.home.author_key(mallory.did), "profile", {"name": "again"}
+    )
+    fine = sign_record(key, "profile", {"name": "fine"})
+    assert mallory_key.did == mallory.did
+    body = wire.encode_batch([spam.raw, fine.raw])
+    headers = sign_request(
+        a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
+    )
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert await resp.json() == {"accepted": 1, "rejected": ["author_blocked"]}
+    listed = await (await b.client.get("/api/admin/authors/blocked", headers=b.admin)).json()
+    assert [x["did"] for x in listed["authors"]] == [mallory.did]
+
+    resp = await b.client.post(f"/api/admin/authors/{mallory.did}/unblock", headers=b.admin)
+    assert resp.status == 200
+    assert [m["name"] for m in await models_on(b)] == ["Spam"]
+
+
+async def test_a_blocked_author_cannot_publish_on_the_node(node: Any, tmp_path: Path) -> None:
+    from node.errors import AuthorBlocked
+
+    user = await node.accounts.add_user("blocked", PASSWORD)
+    await node.log.block_author(user.did, "test")
+    with pytest.raises(AuthorBlocked):
+        await node.catalog.publish_path(
+            user.did, lora_file(tmp_path / "x.safetensors", 7), {"name": "Nope"}
+        )
+    assert not list(node.store.root.glob("*/*/*"))  # nothing was stored

@@ -109,6 +109,29 @@ async def known_nodes(request: web.Request) -> web.Response:
     return json_ok({"nodes": await request.app[FEDERATION].known_nodes()})
 
 
+async def blocked_authors(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok({"authors": await request.app[FEDERATION].log.list_blocked()})
+
+
+async def block_author(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await read_json(request) if request.can_read_body else {}
+    reason = data.get("reason", "")
+    if not isinstance(reason, str):
+        raise BadRequest("'reason' must be a string")
+    did = request.match_info["did"]
+    suppressed = await request.app[FEDERATION].log.block_author(did, reason)
+    return json_ok({"blocked": did, "suppressed": suppressed})
+
+
+async def unblock_author(request: web.Request) -> web.Response:
+    require_admin(request)
+    did = request.match_info["did"]
+    restored = await request.app[FEDERATION].log.unblock_author(did)
+    return json_ok({"unblocked": did, "restored": restored})
+
+
 async def block_peer(request: web.Request) -> web.Response:
     require_admin(request)
     peer = await request.app[FEDERATION].set_blocked(request.match_info["did"], True)
@@ -134,5 +157,8 @@ def add_routes(app: web.Application, federation: Federation, verifier: RequestVe
     r.add_delete("/api/admin/peers/{did}", remove_peer)
     r.add_post("/api/admin/sync", sync_now)
     r.add_get("/api/admin/nodes", known_nodes)
+    r.add_get("/api/admin/authors/blocked", blocked_authors)
+    r.add_post("/api/admin/authors/{did}/block", block_author)
+    r.add_post("/api/admin/authors/{did}/unblock", unblock_author)
     r.add_post("/api/admin/peers/{did}/block", block_peer)
     r.add_post("/api/admin/peers/{did}/unblock", unblock_peer)

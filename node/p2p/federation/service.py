@@ -216,6 +216,10 @@ class Federation:
             except RecordError as exc:
                 errors.append(exc.code)
                 log.info("record refused", extra={"peer": source.did, "why": exc.message})
+        blocked = await self.log.blocked_among(r.author for r in good)
+        if blocked:
+            errors += ["author_blocked"] * sum(1 for r in good if r.author in blocked)
+            good = [r for r in good if r.author not in blocked]
         appended = await self.log.accept_verified(good, source=source.did) if good else []
         new = [a.record for a in appended if a.new]
         await self._fetch_previews(new, source)
