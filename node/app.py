@@ -93,6 +93,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         max_pushed_per_minute=config.federation.max_pushed_per_minute,
         name=config.node.name,
         auto_connect=config.federation.auto_connect,
+        author_records_per_day=config.federation.author_records_per_day,
     )
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)

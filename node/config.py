@@ -132,6 +132,11 @@ class FederationSection:
     max_pushed_per_minute: int = setting(
         6000, "Most records one peer may push to this node's inbox per minute.", _positive
     )
+    author_records_per_day: int = setting(
+        0,
+        "Most records accepted from peers per author key per day (0: no quota).",
+        _non_negative,
+    )
     auto_connect: bool = setting(
         False, "Peer with every node announced through the federation (off: only those added)."
     )

@@ -408,3 +408,22 @@ async def test_a_blocked_author_cannot_publish_on_the_node(node: Any, tmp_path: 
             user.did, lora_file(tmp_path / "x.safetensors", 7), {"name": "Nope"}
         )
     assert not list(node.store.root.glob("*/*/*"))  # nothing was stored
+
+
+async def test_a_per_author_quota_limits_what_peers_deliver(
+    pair: tuple[LiveNode, LiveNode],
+) -> None:
+    a, b = pair
+    b.node.federation.author_records_per_day = 2
+    busy = SigningKey.from_seed(b"q" * 32)
+    other = SigningKey.from_seed(b"w" * 32)
+    batch = [sign_record(busy, "profile", {"name": f"b{i}"}, created=i) for i in range(3)]
+    batch.append(sign_record(other, "profile", {"name": "other"}, created=1))
+    body = wire.encode_batch([r.raw for r in batch])
+    headers = sign_request(
+        a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
+    )
+    resp = await b.client.post("/federation/v1/inbox", data=body, headers=headers)
+    assert await resp.json() == {"accepted": 3, "rejected": ["author_quota"]}
+    assert await b.node.log.get(batch[2].id) is None
+    assert await b.node.log.get(batch[3].id) is not None  # other authors are not affected

@@ -104,6 +104,7 @@ class Federation:
         max_pushed_per_minute: int = 6000,
         name: str = "",
         auto_connect: bool = False,
+        author_records_per_day: int = 0,
     ) -> None:
         self.db = db
         self.log = log
@@ -113,6 +114,7 @@ class Federation:
         self.max_pushed_per_minute = max_pushed_per_minute
         self.name = name
         self.auto_connect = auto_connect
+        self.author_records_per_day = author_records_per_day
         self.public_url = ""  # set once known (configured, or the bound port)
         self._buckets: dict[str, _Bucket] = {}
         self._wake = asyncio.Event()  # something new to push
@@ -220,10 +222,37 @@ class Federation:
         if blocked:
             errors += ["author_blocked"] * sum(1 for r in good if r.author in blocked)
             good = [r for r in good if r.author not in blocked]
+        if self.author_records_per_day:
+            good, over = await self._within_author_quota(good)
+            errors += ["author_quota"] * over
         appended = await self.log.accept_verified(good, source=source.did) if good else []
         new = [a.record for a in appended if a.new]
         await self._fetch_previews(new, source)
         return len(new), errors
+
+    async def _within_author_quota(self, batch: list[Record]) -> tuple[list[Record], int]:
+        """Keep each author under ``author_records_per_day`` records received from peers."""
+        since = now_ms() - 24 * 3600 * 1000
+        authors = {r.author for r in batch}
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(records.c.author, sa.func.count())
+                .where(
+                    records.c.author.in_(authors),
+                    records.c.received >= since,
+                    records.c.source.is_not(None),
+                )
+                .group_by(records.c.author)
+            )
+            used = {author: int(count) for author, count in rows}
+        kept, over = [], 0
+        for record in batch:
+            if used.get(record.author, 0) >= self.author_records_per_day:
+                over += 1
+                continue
+            used[record.author] = used.get(record.author, 0) + 1
+            kept.append(record)
+        return kept, over
 
     def take_push_allowance(self, did: str, count: int) -> None:
         """A token bucket per peer: at most ``max_pushed_per_minute`` pushed records."""
