@@ -27,7 +27,7 @@ from node.catalog.tables import (
     version_files,
 )
 from node.p2p.projections import Projection, RecordTypes
-from node.p2p.records import Record, verify_record
+from node.p2p.records import Record, decode_stored
 from node.p2p.tables import records
 
 
@@ -39,7 +39,7 @@ async def _visible_record(conn: AsyncConnection, record_id: bytes) -> Record | N
     raw = await conn.scalar(
         sa.select(records.c.raw).where(records.c.id == record_id, records.c.state == "visible")
     )
-    return verify_record(raw, now=2**62) if raw is not None else None
+    return decode_stored(raw, record_id) if raw is not None else None
 
 
 # --- models -------------------------------------------------------------------------------
