@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from node import __version__
@@ -27,11 +28,17 @@ from node.catalog.publish import Publisher
 from node.catalog.search import ModelSearch
 from node.catalog.service import CatalogService
 from node.catalog.views import CatalogViews
+from node.compute import routes as compute_routes
+from node.compute.service import Compute, build_compute
 from node.config import Config
 from node.db import Database, head_revision
 from node.errors import DatabaseError
 from node.home import Home
 from node.http import error_middleware, json_ok, require_admin
+from node.moderation import projection as moderation_projection
+from node.moderation import routes as moderation_routes
+from node.moderation.enforcement import Enforcer
+from node.moderation.service import ModerationService
 from node.openapi import openapi_json
 from node.p2p import identity, torrent_routes
 from node.p2p import routes as p2p_routes
@@ -43,6 +50,7 @@ from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.projections import RecordTypes
+from node.p2p.tables import torrents
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrents import TorrentEngine
 from node.render import RENDERER, Renderer, security_headers, web_dir
@@ -56,6 +64,7 @@ def build_record_types() -> RecordTypes:
     identity.register(types)
     announce.register(types)
     catalog_projection.register(types)
+    moderation_projection.register(types)
     return types
 
 
@@ -72,6 +81,8 @@ class Node:
     torrents: TorrentIndex
     engine: TorrentEngine | None
     federation: Federation
+    moderation: ModerationService
+    compute: Compute
 
 
 def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -> Node:
@@ -98,8 +109,27 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)
     views.torrent_index = index
+    enforcer = Enforcer(
+        db,
+        record_log,
+        store,
+        home.path / "quarantine",
+        grace_s=config.moderation.grace_hours * 3600,
+    )
+    record_log.gate = enforcer  # new records a takedown here covers are held on arrival
+    moderation = ModerationService(
+        db,
+        record_log,
+        key,
+        enforcer,
+        notices_per_day=config.moderation.notices_per_day,
+        proof_allow_private=config.moderation.proof_allow_private,
+        list_interval_s=config.moderation.list_interval_s,
+    )
+    moderation.author_key = home.author_key
+    _wire_enforcer(enforcer, engine, fetcher, federation, record_log)
     catalog = CatalogService(
-        publisher=Publisher(db, record_log, store, on_stored=fetcher.seed_published),
+        publisher=Publisher(db, record_log, store, gate=enforcer, on_stored=fetcher.seed_published),
         search_index=ModelSearch(db),
         views=views,
         store=store,
@@ -107,6 +137,13 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         accounts=accounts,
         author_key=home.author_key,
         fetcher=fetcher,
+    )
+    compute = build_compute(
+        config.compute,
+        catalog.publisher,
+        home.author_key,
+        home.path / "compute" / "outputs",
+        key.did,
     )
     return Node(
         config=config,
@@ -120,7 +157,44 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         torrents=index,
         engine=engine,
         federation=federation,
+        moderation=moderation,
+        compute=compute,
     )
+
+
+def _wire_enforcer(
+    enforcer: Enforcer,
+    engine: TorrentEngine | None,
+    fetcher: FetchService,
+    federation: Federation,
+    record_log: RecordLog,
+) -> None:
+    """Takedowns stop torrents; reversals re-seed and fetch again from peers."""
+    if engine is not None:
+        enforcer.stop_torrent = engine.remove
+
+    async def reseed(sha256: str) -> None:
+        path = await fetcher.store.local_path(sha256)
+        async with fetcher.db.read() as conn:
+            infohash = await conn.scalar(
+                sa.select(torrents.c.infohash).where(torrents.c.sha256 == sha256)
+            )
+        found = await fetcher.meta(infohash) if infohash else None
+        if path is not None and found is not None:
+            fetcher.seed_published(found[0], path, sha256)
+
+    async def refetch_file(sha256: str) -> None:
+        await fetcher.fetch(sha256)
+
+    async def refetch_record(record_id: bytes) -> bytes | None:
+        raw = await federation.fetch_record(record_id)
+        if raw is not None:
+            await record_log.restore(record_id, raw)
+        return raw
+
+    enforcer.reseed = reseed
+    enforcer.refetch_file = refetch_file
+    enforcer.refetch_record = refetch_record
 
 
 async def check_schema(db: Database) -> None:
@@ -184,6 +258,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     app[NODE] = node
     app[account_routes.ACCOUNTS] = node.accounts
     app[catalog_routes.CATALOG] = node.catalog
+    app[compute_routes.COMPUTE] = node.compute
     app[p2p_routes.NODE_INFO] = p2p_routes.NodeInfo(
         did=node.node_key.did,
         name=node.config.node.name,
@@ -219,8 +294,21 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         yield
         await node.federation.stop()
 
+    async def moderation_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await node.moderation.start()
+        yield
+        await node.moderation.stop()
+
     app.cleanup_ctx.append(torrent_ctx)
     app.cleanup_ctx.append(federation_ctx)
+    app.cleanup_ctx.append(moderation_ctx)
+
+    async def compute_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await node.compute.start()
+        yield
+        await node.compute.stop()
+
+    app.cleanup_ctx.append(compute_ctx)
     set_public_url(app, node.config.public_url)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/admin/status", admin_status)
@@ -228,8 +316,10 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
     catalog_routes.add_routes(app)
+    compute_routes.add_routes(app)
     torrent_routes.add_routes(app, node.torrents)
     federation_routes.add_routes(app, node.federation, RequestVerifier(node.node_key.did))
+    moderation_routes.add_routes(app, node.moderation)
     # Web UI: server-rendered pages over the same services, and their static files.
     app[RENDERER] = Renderer(web_dir())
     app.on_response_prepare.append(security_headers)

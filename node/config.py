@@ -143,6 +143,27 @@ class FederationSection:
 
 
 @dataclass
+class ModerationSection:
+    grace_hours: int = setting(
+        72,
+        "Hours a taken-down file waits in quarantine before it is deleted (unless a moderator "
+        "confirms sooner); non-consensual intimate imagery and illegal content: at once.",
+        _non_negative,
+    )
+    notices_per_day: int = setting(
+        20,
+        "Most takedown notices one key, account, address or peer node may file in a day.",
+        _positive,
+    )
+    proof_allow_private: bool = setting(
+        False, "Let proof URL checks reach private and loopback addresses (tests, LANs)."
+    )
+    list_interval_s: int = setting(
+        60, "Seconds between reads of subscribed takedown lists that have a URL.", _positive
+    )
+
+
+@dataclass
 class Config:
     home: Path
     node: NodeSection = field(default_factory=NodeSection)
@@ -152,6 +173,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     torrent: TorrentSection = field(default_factory=TorrentSection)
     federation: FederationSection = field(default_factory=FederationSection)
+    moderation: ModerationSection = field(default_factory=ModerationSection)
 
     @property
     def database_url(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -48,6 +48,17 @@ class LogEntry:
     source: str | None = None  # the peer that delivered it; None: published here
 
 
+class AcceptGate(Protocol):
+    """Asked about new records before they are appended (moderation implements it).
+
+    Returns the ids of records to hold: appended as ``suppressed`` (kept, neither shown
+    nor relayed), e.g. content a takedown this node honors already covers. It runs in the
+    appending transaction and may write its own rows there.
+    """
+
+    async def screen(self, conn: AsyncConnection, batch: Sequence[Record]) -> set[bytes]: ...
+
+
 def _entry(row: Any) -> LogEntry:
     return LogEntry(
         row.seq, row.id, row.type, row.author, row.created, row.state, row.raw, row.source
@@ -74,6 +85,7 @@ class RecordLog:
         self.types = types
         # Called (without arguments) after a transaction that appended new records commits.
         self.listeners: list[Callable[[], None]] = []
+        self.gate: AcceptGate | None = None
 
     # --- identity of the log --------------------------------------------------------
 
@@ -142,6 +154,7 @@ class RecordLog:
             seqs.update({row.id: int(row.seq) for row in found})
         fresh = list({r.id: r for r in batch if r.id not in seqs}.values())
         if fresh:
+            held = await self.gate.screen(conn, fresh) if self.gate is not None else set()
             received = now_ms()
             inserted = await conn.execute(
                 records.insert().returning(
@@ -154,7 +167,7 @@ class RecordLog:
                         "author": r.author,
                         "created": r.created,
                         "received": received,
-                        "state": "visible",
+                        "state": "suppressed" if r.id in held else "visible",
                         "raw": r.raw,
                         "source": source,
                     }
@@ -163,7 +176,8 @@ class RecordLog:
             )
             new_seqs = {row.id: int(row.seq) for row in inserted}
             for record in fresh:
-                await self.types.project(conn, record)
+                if record.id not in held:
+                    await self.types.project(conn, record)
             hooks = conn.info.setdefault("after_commit", [])
             hooks.extend(h for h in self.listeners if h not in hooks)
         else:
@@ -194,6 +208,42 @@ class RecordLog:
                 values["raw"] = None
             await conn.execute(records.update().where(records.c.id == record_id).values(values))
             await self._rebuild(conn, {row.type})
+
+    async def set_states_in(
+        self, conn: AsyncConnection, record_ids: Sequence[bytes], state: State
+    ) -> set[str]:
+        """Change many records' state inside the caller's transaction and re-derive the
+        tables of their types once; returns those types. Purging erases the bodies."""
+        types: set[str] = set()
+        values: dict[str, Any] = {"state": state}
+        if state == "purged":
+            values["raw"] = None
+        # A purged body is gone: only re-fetching it (restore_in) makes it visible again.
+        movable = records.c.state != "purged" if state != "purged" else sa.true()
+        for start in range(0, len(record_ids), LOOKUP_CHUNK):
+            chunk = list(record_ids[start : start + LOOKUP_CHUNK])
+            where = sa.and_(records.c.id.in_(chunk), records.c.state != state, movable)
+            found = await conn.execute(sa.select(records.c.type).where(where).distinct())
+            types.update(found.scalars())
+            await conn.execute(records.update().where(where).values(values))
+        if types:
+            await self._rebuild(conn, types)
+        return types
+
+    async def restore(self, record_id: bytes, raw: bytes) -> bool:
+        """Give a purged record its body back (fetched again from a peer) and show it."""
+        record = verify_record(raw)
+        if record.id != record_id:
+            raise BadRequest("the fetched bytes are not that record")
+        async with self.db.write() as conn:
+            changed = await conn.execute(
+                records.update()
+                .where(records.c.id == record_id, records.c.state == "purged")
+                .values(state="visible", raw=raw)
+            )
+            if changed.rowcount:
+                await self._rebuild(conn, {record.type})
+        return bool(changed.rowcount)
 
     # --- blocked authors ------------------------------------------------------------
 

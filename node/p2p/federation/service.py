@@ -289,6 +289,18 @@ class Federation:
             async with self.db.write() as conn:
                 await self.store.add_row(conn, sha, len(data), path, in_place=False)
 
+    async def fetch_record(self, record_id: bytes) -> bytes | None:
+        """A record's bytes from the first peer that still has it visible (a reversed
+        takedown brings back what was purged here); None when no peer has it."""
+        for url in await self.peer_urls():
+            try:
+                raw = await self._get(f"{url}/federation/v1/records/{record_id.hex()}", 64 * 1024)
+                if verify_record(raw).id == record_id:
+                    return raw
+            except (PeerError, RecordError):
+                continue
+        return None
+
     # --- pull and push --------------------------------------------------------------------
 
     async def pull(self, peer: Peer) -> int:
