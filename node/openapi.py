@@ -277,6 +277,87 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
     },
     "/api/admin/sync": {"post": _op("Sync with every peer now (admin)", auth=True)},
+    "/api/jobs": {
+        "post": _op(
+            "Submit a generation job (JSON) or a training job (multipart: params, image…, zip)",
+            body="application/json",
+            auth=True,
+            ok="201",
+        ),
+        "get": _op("Your jobs, newest first", auth=True),
+    },
+    "/api/jobs/{id}": {
+        "get": _op("A job: state, queue position, progress, results", params=_params(ID), auth=True)
+    },
+    "/api/jobs/{id}/events": {
+        "get": _op(
+            "Server-Sent Events: the job on every change, until it finishes",
+            params=_params(ID),
+            auth=True,
+            content="text/event-stream",
+        )
+    },
+    "/api/jobs/{id}/cancel": {"post": _op("Cancel a job", params=_params(ID), auth=True)},
+    "/api/jobs/{id}/publish": {
+        "post": _op(
+            "Publish a finished training job's LoRA as a new model (its requester)",
+            params=_params(ID),
+            body="application/json",
+            auth=True,
+            ok="201",
+        )
+    },
+    "/api/compute/workers": {
+        "post": _op(
+            "Register a worker key under you, its donor (also signed by the worker key)",
+            body="application/json",
+            auth=True,
+            ok="201",
+        ),
+        "get": _op("Workers and their contributions (admins: all; donors: theirs)", auth=True),
+    },
+    "/api/compute/pop": {
+        "post": _op(
+            "Lease the next job this worker can run, or why none fits (worker-signed)",
+            body="application/json",
+        )
+    },
+    "/api/compute/jobs/{id}/progress": {
+        "post": _op(
+            "Report progress; extends the lease (worker-signed)",
+            params=_params(ID),
+            body="application/json",
+        )
+    },
+    "/api/compute/jobs/{id}/outputs/{sha256}": {
+        "put": _op(
+            "Upload one output's bytes, named by their SHA256 (worker-signed)",
+            params=_params(ID, ("sha256", "path", "string")),
+            body="application/octet-stream",
+            ok="201",
+        )
+    },
+    "/api/compute/jobs/{id}/result": {
+        "post": _op(
+            "Submit the result: outputs with attestations; verified, then published",
+            params=_params(ID),
+            body="application/json",
+        )
+    },
+    "/api/compute/jobs/{id}/fail": {
+        "post": _op(
+            "Give up on a job: requeued, or failed after compute.max_failures",
+            params=_params(ID),
+            body="application/json",
+        )
+    },
+    "/api/compute/jobs/{id}/inputs/{sha256}": {
+        "get": _op(
+            "A training image of a job the worker holds (worker-signed)",
+            params=_params(ID, ("sha256", "path", "string")),
+            content="application/octet-stream",
+        )
+    },
     "/api/models/{id}": {
         "patch": _op(
             "Edit a model (a signed revision)",
@@ -386,11 +467,94 @@ PAGES: dict[str, dict[str, Any]] = {
 }
 
 
+RID = ("id", "path", "string")  # a record id: 64 hexadecimal characters
+JSON = "application/json"
+MODERATION: dict[str, dict[str, Any]] = {
+    "/api/takedowns": {
+        "post": {
+            **_op(
+                "File a takedown notice (JSON, signed with your key; or signed msgpack)",
+                body=JSON,
+                ok="201",
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {"schema": {"type": "object"}},
+                    "application/msgpack": {"schema": {"type": "string", "format": "binary"}},
+                },
+            },
+        },
+        "get": _op("Takedown notices this node knows (moderator)", auth=True),
+    },
+    "/api/takedowns/{id}": {"get": _op("A notice's status and decisions", params=_params(RID))},
+    "/api/takedowns/{id}/decision": {
+        "post": _op(
+            "Decide on a notice (moderator)", params=_params(RID), body=JSON, auth=True, ok="201"
+        ),
+    },
+    "/api/takedowns/{id}/counter": {
+        "post": _op("File a counter-notice", params=_params(RID), body=JSON, auth=True, ok="201"),
+    },
+    "/api/takedowns/{id}/proof-check": {
+        "post": _op("Check a notice's proof URLs now (moderator)", params=_params(RID), auth=True),
+    },
+    "/api/moderation/queue": {
+        "get": _op(
+            "The review queue (moderator)", params=_params(("status", "query", "string")), auth=True
+        ),
+    },
+    "/api/moderation/decisions/{id}/review": {
+        "post": _op(
+            "Honor or dismiss another node's queued decision (moderator)",
+            params=_params(RID),
+            body=JSON,
+            auth=True,
+        ),
+    },
+    "/api/moderation/decisions/{id}/delete-files": {
+        "post": _op(
+            "Delete a decision's quarantined files now (moderator)", params=_params(RID), auth=True
+        ),
+    },
+    "/api/moderation/held/{id}/release": {
+        "post": _op(
+            "Show an image held as a near copy (moderator)", params=_params(RID), auth=True
+        ),
+    },
+    "/api/moderation/audit": {
+        "get": _op(
+            "The moderation audit log (moderator)",
+            params=_params(("before", "query", "integer")),
+            auth=True,
+        ),
+    },
+    "/api/moderation/subscriptions": {
+        "get": _op("Followed takedown lists (admin)", auth=True),
+        "post": _op("Follow a node's takedown list (admin)", body=JSON, auth=True, ok="201"),
+    },
+    "/api/moderation/subscriptions/{did}": {
+        "delete": _op(
+            "Stop following a takedown list (admin)",
+            params=_params(("did", "path", "string")),
+            auth=True,
+        ),
+    },
+    "/api/reports": {"post": _op("Report content to the moderators", body=JSON, ok="201")},
+    "/moderation/v1/takedowns": {
+        "get": _op(
+            "This node's takedown list, paged",
+            params=_params(("after", "query", "integer"), ("limit", "query", "integer")),
+        ),
+    },
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Civitas node API", "version": __version__},
-        "paths": {**PATHS, **PAGES},
+        "paths": {**PATHS, **MODERATION, **PAGES},
         "components": {
             "schemas": {
                 "Error": {

@@ -154,7 +154,9 @@ def status(ctx: Context) -> None:
 
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
 from node.cli.catalog import publish, search  # noqa: E402
+from node.cli.compute import worker  # noqa: E402
 from node.cli.peers import author, peer, sync  # noqa: E402
+from node.cli.takedown import takedown  # noqa: E402
 from node.cli.torrents import fetch, seed, torrents  # noqa: E402
 
 main.add_command(user)
@@ -168,3 +170,5 @@ main.add_command(seed)
 main.add_command(peer)
 main.add_command(author)
 main.add_command(sync)
+main.add_command(worker)
+main.add_command(takedown)

@@ -413,7 +413,7 @@ class Enforcer:
         for infohash in stop:
             if self.stop_torrent is not None:
                 self.stop_torrent(infohash)
-        if urgent:
+        if urgent or self.grace_ms == 0:
             await self.delete_quarantined(decision_id=decision_id, actor=actor)
         return counts
 

@@ -505,23 +505,21 @@ class ModerationService:
                     .limit(1)
                 )
             ).scalar_one()
-            earlier_applied = list(
-                (
-                    await conn.execute(
-                        sa.select(takedown_decisions.c.id)
-                        .join(
-                            decision_outcomes,
-                            decision_outcomes.c.decision_id == takedown_decisions.c.id,
-                        )
-                        .where(
-                            takedown_decisions.c.node == row.node,
-                            takedown_decisions.c.notice_id == row.notice_id,
-                            takedown_decisions.c.id != row.id,
-                            decision_outcomes.c.outcome.in_(("applied", "queued")),
-                        )
+            earlier = (
+                await conn.execute(
+                    sa.select(takedown_decisions.c.id, decision_outcomes.c.outcome)
+                    .join(
+                        decision_outcomes,
+                        decision_outcomes.c.decision_id == takedown_decisions.c.id,
                     )
-                ).scalars()
-            )
+                    .where(
+                        takedown_decisions.c.node == row.node,
+                        takedown_decisions.c.notice_id == row.notice_id,
+                        takedown_decisions.c.id != row.id,
+                        decision_outcomes.c.outcome.in_(("applied", "queued")),
+                    )
+                )
+            ).all()
         actor = row.node if not own else f"{row.moderator} (this node)"
         if not own and sub is None:
             why = (
@@ -543,9 +541,14 @@ class ModerationService:
         if newer != row.id:
             await self._outcome(row.id, "superseded", "a later decision replaces it", actor)
             return True
-        for earlier in earlier_applied:  # this decision replaces an earlier one: undo it
-            await self.enforcer.reverse(earlier, actor, f"replaced by decision {row.id.hex()}")
-            await self._outcome(earlier, "reversed", f"replaced by decision {row.id.hex()}", actor)
+        replaced = f"replaced by decision {row.id.hex()}"
+        for before in earlier:  # this decision replaces an earlier one: undo or drop it
+            if before.outcome == "applied":
+                await self.enforcer.reverse(before.id, actor, replaced)
+                await self._outcome(before.id, "reversed", replaced, actor)
+            else:
+                await self._outcome(before.id, "superseded", replaced, actor)
+                await self._close_review("decision", before.id, actor)
         decided = [Target.parse(k) for k in json.loads(row.targets)]
         valid = [t for t in decided if t.key in named]
         ignored = [t.key for t in decided if t.key not in named]
@@ -574,6 +577,14 @@ class ModerationService:
         counts = await self.enforcer.apply(row.id, valid, row.action, row.reason, actor)
         await self._outcome(row.id, "applied", json.dumps(counts) + note, actor)
         return True
+
+    async def _close_review(self, kind: str, ref: bytes, by: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                review_queue.update()
+                .where(review_queue.c.kind == kind, review_queue.c.ref == ref)
+                .values(status="closed", closed=now_ms(), closed_by=by)
+            )
 
     async def _queue_decision(self, decision_id: bytes, why: str) -> None:
         async with self.db.write() as conn:

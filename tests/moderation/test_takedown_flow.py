@@ -132,6 +132,8 @@ async def test_notice_decision_subscriptions_enforcement_and_reversal(
 
     await wait_for(b_enforced, "B to stop seeding, delete and hide")
     assert await b.node.store.local_path(sha) is None
+    assert not any((b.node.home.path / "quarantine").iterdir())  # grace 0: deleted at once
+    assert (a.node.home.path / "quarantine" / sha).is_file()  # A: kept aside for 72 hours
     resp = await b.client.get(
         f"/api/download/models/{published['model']['modelVersions'][0]['id']}"
     )
