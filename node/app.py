@@ -35,6 +35,7 @@ from node.db import Database, head_revision
 from node.errors import DatabaseError
 from node.home import Home
 from node.http import error_middleware, json_ok, require_admin
+from node.moderation import pages as moderation_pages
 from node.moderation import projection as moderation_projection
 from node.moderation import routes as moderation_routes
 from node.moderation.enforcement import Enforcer
@@ -116,6 +117,10 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         home.path / "quarantine",
         grace_s=config.moderation.grace_hours * 3600,
     )
+    enforcer.refuse_ratings = frozenset(
+        r.strip() for r in config.moderation.refuse_ratings.split(",") if r.strip()
+    )
+    enforcer.refuse_poi = config.moderation.refuse_poi
     record_log.gate = enforcer  # new records a takedown here covers are held on arrival
     moderation = ModerationService(
         db,
@@ -326,5 +331,6 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     app.router.add_static("/static", app[RENDERER].static_dir)
     account_pages.add_routes(app)
     catalog_pages.add_routes(app)
+    moderation_pages.add_routes(app)
     download_pages.add_routes(app)
     return app

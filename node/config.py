@@ -33,6 +33,11 @@ def _positive(value: int) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _ratings(value: str) -> str | None:
+    bad = [r for r in value.split(",") if r.strip() and r.strip() not in ("PG", "PG13", "R", "X")]
+    return f"unknown rating {bad[0]!r}: use PG, PG13, R or X" if bad else None
+
+
 def _one_of(*choices: str) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -161,6 +166,13 @@ class ModerationSection:
     list_interval_s: int = setting(
         60, "Seconds between reads of subscribed takedown lists that have a URL.", _positive
     )
+    refuse_ratings: str = setting(
+        "",
+        "Content ratings this node refuses, comma-separated (e.g. X or R,X): refused when "
+        "published here, held (kept, not shown or relayed) when they arrive from peers.",
+        _ratings,
+    )
+    refuse_poi: bool = setting(False, "Refuse models of real persons (poi) the same way.")
 
 
 @dataclass

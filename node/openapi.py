@@ -457,6 +457,45 @@ PAGES: dict[str, dict[str, Any]] = {
     },
     "/logout": {"post": _page("Log out", form=FORM)},
     "/preferences": {"post": _page("Show or hide R and X content (a cookie)", form=FORM)},
+    "/takedowns/new": {
+        "get": _page(
+            "The takedown notice form (user)", params=_params(("target", "query", "string"))
+        ),
+        "post": _page("File a takedown notice signed with your account's key", form=FORM),
+    },
+    "/takedowns/{id}": {
+        "get": _page("A takedown notice's status", params=_params(("id", "path", "string")))
+    },
+    "/takedowns/{id}/counter": {
+        "post": _page(
+            "File a counter-notice (user)", params=_params(("id", "path", "string")), form=FORM
+        )
+    },
+    "/takedowns/{id}/decide": {
+        "post": _page(
+            "Honor or reject a notice (moderator)",
+            params=_params(("id", "path", "string")),
+            form=FORM,
+        )
+    },
+    "/moderation": {
+        "get": _page("The review queue (moderator)", params=_params(("status", "query", "string")))
+    },
+    "/moderation/audit": {"get": _page("The latest audit log entries (moderator)")},
+    "/moderation/decisions/{id}/review": {
+        "post": _page(
+            "Honor or dismiss another node's queued decision (moderator)",
+            params=_params(("id", "path", "string")),
+            form=FORM,
+        )
+    },
+    "/moderation/held/{id}/release": {
+        "post": _page(
+            "Show an image held as a near copy (moderator)",
+            params=_params(("id", "path", "string")),
+            form=FORM,
+        )
+    },
     "/static": {
         "get": {
             "summary": "The web UI's CSS, JavaScript and icons, under /static/",
@@ -520,6 +559,14 @@ MODERATION: dict[str, dict[str, Any]] = {
     "/api/moderation/held/{id}/release": {
         "post": _op(
             "Show an image held as a near copy (moderator)", params=_params(RID), auth=True
+        ),
+    },
+    "/api/moderation/models/{id}/rating": {
+        "post": _op(
+            "Re-rate or flag a model on this node (moderator)",
+            params=_params(ID),
+            body=JSON,
+            auth=True,
         ),
     },
     "/api/moderation/audit": {

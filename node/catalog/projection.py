@@ -8,6 +8,9 @@ catalog is the same whatever order records come in (tests shuffle them).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +21,7 @@ from node.catalog.ids import assign_int_id, file_int_id, placeholder
 from node.catalog.tables import (
     image_resources,
     images,
+    model_overrides,
     model_revisions,
     model_stats,
     model_tags,
@@ -40,6 +44,39 @@ async def _visible_record(conn: AsyncConnection, record_id: bytes) -> Record | N
         sa.select(records.c.raw).where(records.c.id == record_id, records.c.state == "visible")
     )
     return decode_stored(raw, record_id) if raw is not None else None
+
+
+# --- moderators' local overrides ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Override:
+    rating: str | None = None
+    poi: bool | None = None
+    minor: bool = False
+    terms: tuple[str, ...] = ()
+
+
+async def override(conn: AsyncConnection, root_id: bytes) -> Override:
+    row = (
+        await conn.execute(sa.select(model_overrides).where(model_overrides.c.root_id == root_id))
+    ).first()
+    if row is None:
+        return Override()
+    return Override(row.rating, row.poi, row.minor, tuple(json.loads(row.hidden_terms)))
+
+
+def redact(text: str, terms: Sequence[str]) -> str:
+    """``text`` with every term (any case) replaced by "[removed]"."""
+    for term in terms:
+        text = re.sub(re.escape(term), "[removed]", text, flags=re.IGNORECASE)
+    return text
+
+
+def redact_list(items: Sequence[str], terms: Sequence[str]) -> list[str]:
+    """Items that mention none of the terms (tags, trigger words)."""
+    lowered = [t.lower() for t in terms]
+    return [i for i in items if i.strip() and not any(t in i.lower() for t in lowered)]
 
 
 # --- models -------------------------------------------------------------------------------
@@ -73,15 +110,16 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     assert current is not None
     body = current.body
     permissions = body.get("permissions", {})
+    local = await override(conn, root_id)
     values = {
         "author": root.author,
         "revision_id": current.id,
-        "name": body["name"],
+        "name": redact(body["name"], local.terms) or "[removed]",
         "type": body["type"],
-        "description": body.get("description", ""),
-        "rating": body.get("rating", "PG"),
+        "description": redact(body.get("description", ""), local.terms),
+        "rating": local.rating or body.get("rating", "PG"),
         "license": body.get("license"),
-        "poi": body.get("poi", False),
+        "poi": local.poi if local.poi is not None else body.get("poi", False),
         "allow_no_credit": permissions.get("allow_no_credit", True),
         "allow_commercial_use": ",".join(permissions.get("allow_commercial_use", [])),
         "allow_derivatives": permissions.get("allow_derivatives", True),
@@ -99,7 +137,7 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     else:
         await conn.execute(models.update().where(models.c.root_id == root_id).values(values))
     await conn.execute(model_tags.delete().where(model_tags.c.root_id == root_id))
-    tags = sorted({t.strip().lower() for t in body.get("tags", []) if t.strip()})
+    tags = sorted({t.strip().lower() for t in redact_list(body.get("tags", []), local.terms)})
     if tags:
         await conn.execute(model_tags.insert(), [{"root_id": root_id, "tag": t} for t in tags])
     await refresh_search_text(conn, root_id)
@@ -191,16 +229,17 @@ async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
     body = record.body
     if await withdrawn(conn, record.id, record.author):
         return
+    terms = (await override(conn, body["model"])).terms
     await conn.execute(
         model_versions.insert().values(
             id=record.id,
             int_id=placeholder(record.id),
             model_root=body["model"],
             author=record.author,
-            name=body["name"],
+            name=redact(body["name"], terms) or "[removed]",
             base_model=body["base_model"],
-            description=body.get("description", ""),
-            trained_words=json.dumps(body.get("trained_words", [])),
+            description=redact(body.get("description", ""), terms),
+            trained_words=json.dumps(redact_list(body.get("trained_words", []), terms)),
             created=record.created,
         )
     )

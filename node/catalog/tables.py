@@ -149,6 +149,19 @@ model_stats = sa.Table(
     sa.Column("downloads", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+# Moderators' local say over a model (by root): a re-rating, flags, and terms to hide from
+# its text (a takedown's "remove the artist's name"). Applied by the projection, so every
+# page, search and API answer shows the same; never federated.
+model_overrides = sa.Table(
+    "model_overrides",
+    metadata,
+    sa.Column("root_id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("rating", sa.String(8), nullable=True),
+    sa.Column("poi", sa.Boolean, nullable=True),
+    sa.Column("minor", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("hidden_terms", sa.Text, nullable=False, server_default="[]"),  # JSON list
+)
+
 file_details = sa.Table(
     "file_details",
     metadata,

@@ -20,6 +20,7 @@ from node.catalog.tables import (
     file_details,
     image_resources,
     images,
+    model_overrides,
     model_stats,
     model_tags,
     model_versions,
@@ -291,6 +292,15 @@ class CatalogViews:
                     sa.select(records.c.id, records.c.source).where(records.c.id.in_(roots))
                 )
             }
+            flagged_minor = set(
+                (
+                    await conn.execute(
+                        sa.select(model_overrides.c.root_id).where(
+                            model_overrides.c.root_id.in_(roots), model_overrides.c.minor
+                        )
+                    )
+                ).scalars()
+            )
         by_model: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for version in versions:
             by_model[version["modelId"]].append(version)
@@ -335,6 +345,8 @@ class CatalogViews:
                         # Every record in the log passed signature verification on arrival.
                         "signatureVerified": True,
                         "receivedFrom": sources.get(root),  # a peer's did; null: published here
+                        # A moderator of this node flagged it for minor safety.
+                        "minorSafety": root in flagged_minor,
                         "license": row.license,
                         "rating": row.rating,
                         "createdAt": iso(row.created),

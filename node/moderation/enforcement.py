@@ -27,8 +27,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.catalog.overrides import set_override
 from node.catalog.tables import images, model_revisions, model_versions, version_files
 from node.db import Database
+from node.errors import Forbidden
 from node.moderation import schemas
 from node.moderation.schemas import Target
 from node.moderation.tables import (
@@ -37,6 +39,8 @@ from node.moderation.tables import (
     enforced_records,
     quarantine,
     review_queue,
+    takedown_decisions,
+    takedown_notices,
 )
 from node.p2p.filestore import FileStore
 from node.p2p.log import RecordLog
@@ -185,6 +189,8 @@ class Enforcer:
         self.store = store
         self.quarantine_dir = quarantine_dir
         self.grace_ms = grace_s * 1000
+        self.refuse_ratings: frozenset[str] = frozenset()  # the operator's policy
+        self.refuse_poi = False
         # Wired by app.py to the torrent engine and the fetcher (None: no BitTorrent).
         self.stop_torrent: Callable[[str], None] | None = None
         self.reseed: Callable[[str], Awaitable[None]] | None = None
@@ -227,11 +233,31 @@ class Enforcer:
             f"{row.decision_id.hex()}: it cannot be published here"
         )
 
-    async def screen(self, conn: AsyncConnection, batch: Sequence[Record]) -> set[bytes]:
-        """Records arriving that an honored decision already covers are held (suppressed)."""
+    def _refused_by_policy(self, record: Record) -> str | None:
+        body = record.body
+        if record.type not in ("model", "image"):
+            return None
+        if body.get("rating") in self.refuse_ratings:
+            return f"this node's policy refuses {body['rating']}-rated content"
+        if record.type == "model" and self.refuse_poi and body.get("poi") is True:
+            return "this node's policy refuses models of real persons"
+        return None
+
+    async def screen(
+        self, conn: AsyncConnection, batch: Sequence[Record], source: str | None
+    ) -> set[bytes]:
+        """Records arriving that an honored decision already covers are held (suppressed);
+        so is content the operator's policy refuses (refused outright when published here)."""
+        by_policy: set[bytes] = set()
+        for record in batch:
+            if (why := self._refused_by_policy(record)) is not None:
+                if source is None:
+                    raise Forbidden(why)
+                by_policy.add(record.id)
+                await audit(conn, source, "held_by_policy", f"record:{record.id.hex()}", why)
         listed = await self.active(conn)
         if not listed:
-            return set()
+            return by_policy
         by_key = {a.target.key: a for a in listed}
         suppressed_here = {
             row.record_id: row.decision_id
@@ -263,7 +289,19 @@ class Enforcer:
                 [{"decision_id": d, "record_id": r} for r, d in held.items()],
             )
             await audit(conn, "system", "held_on_arrival", None, f"{len(held)} record(s)")
-        return set(held)
+        return set(held) | by_policy
+
+    async def held_among(self, conn: AsyncConnection, record_ids: Sequence[bytes]) -> set[bytes]:
+        held: set[bytes] = set()
+        for start in range(0, len(record_ids), 500):
+            chunk = list(record_ids[start : start + 500])
+            held |= await _ids(
+                conn,
+                sa.select(enforced_records.c.record_id).where(
+                    enforced_records.c.record_id.in_(chunk)
+                ),
+            )
+        return held
 
     @staticmethod
     def _covering(
@@ -348,8 +386,16 @@ class Enforcer:
                         )
                     )
             if action != "remove":
-                await audit(conn, actor, "names_removed", None, f"decision {decision_id.hex()}")
-                return {"records": 0, "files": 0, "held": 0}
+                roots = await self._roots_of(conn, targets)
+                await self._refresh_terms(conn, roots)
+                await audit(
+                    conn,
+                    actor,
+                    "names_removed",
+                    None,
+                    f"decision {decision_id.hex()}: {len(roots)} model(s)",
+                )
+                return {"records": 0, "files": 0, "held": 0, "renamed": len(roots)}
             found = await resolve(conn, targets)
             covered = found.record_ids | set(found.held_images)
             already = await _ids(
@@ -417,6 +463,39 @@ class Enforcer:
             await self.delete_quarantined(decision_id=decision_id, actor=actor)
         return counts
 
+    @staticmethod
+    async def _roots_of(conn: AsyncConnection, targets: Iterable[Target]) -> set[bytes]:
+        roots = {t.value for t in targets if t.kind == "model"}
+        versions = [t.value for t in targets if t.kind == "version"]
+        if versions:
+            roots |= await _ids(
+                conn,
+                sa.select(model_versions.c.model_root).where(model_versions.c.id.in_(versions)),
+            )
+        return roots
+
+    async def _refresh_terms(self, conn: AsyncConnection, roots: set[bytes]) -> None:
+        """Recompute the terms hidden from these models' text: the names of every notice
+        whose honored ``remove_name`` decision covers them; then re-derive the catalog."""
+        if not roots:
+            return
+        rows = (
+            await conn.execute(
+                sa.select(active_targets.c.kind, active_targets.c.value, takedown_notices.c.body)
+                .join(takedown_decisions, takedown_decisions.c.id == active_targets.c.decision_id)
+                .join(takedown_notices, takedown_notices.c.id == takedown_decisions.c.notice_id)
+                .where(active_targets.c.action == "remove_name")
+            )
+        ).all()
+        terms: dict[bytes, set[str]] = {root: set() for root in roots}
+        for row in rows:
+            covered = await self._roots_of(conn, [Target(row.kind, row.value)])
+            for root in covered & roots:
+                terms[root] |= set(json.loads(row.body).get("names", []))
+        for root, names in terms.items():
+            await set_override(conn, root, hidden_terms=sorted(names))
+        await self.log.rebuild_in(conn, {"model", "model_version"})
+
     async def _quarantine(
         self, conn: AsyncConnection, sha: str, decision_id: bytes, urgent: bool
     ) -> tuple[Path, Path] | None:
@@ -480,9 +559,20 @@ class Enforcer:
         restore_files: Sequence[Any] = []
         refetch: list[bytes] = []
         async with self.db.write() as conn:
+            renamed = (
+                await conn.execute(
+                    sa.select(active_targets.c.kind, active_targets.c.value).where(
+                        active_targets.c.decision_id == decision_id,
+                        active_targets.c.action == "remove_name",
+                    )
+                )
+            ).all()
             await conn.execute(
                 active_targets.delete().where(active_targets.c.decision_id == decision_id)
             )
+            if renamed:
+                roots = await self._roots_of(conn, [Target(r.kind, r.value) for r in renamed])
+                await self._refresh_terms(conn, roots)
             mine = await _ids(
                 conn,
                 sa.select(enforced_records.c.record_id).where(

@@ -16,6 +16,7 @@ import re
 
 from aiohttp import web
 
+from node.catalog.routes import CATALOG
 from node.errors import BadRequest, Forbidden, NotFound
 from node.http import Principal, field, json_ok, principal, read_json, require_admin, require_user
 from node.moderation.schemas import Target
@@ -152,6 +153,20 @@ async def confirm_delete(request: web.Request) -> web.Response:
     return json_ok({"deleted": deleted})
 
 
+async def rerate(request: web.Request) -> web.Response:
+    who = require_moderator(request)
+    try:
+        model_id = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("a model id is an integer") from None
+    root = await request.app[CATALOG].views.root_for_int(model_id)
+    if root is None:
+        raise NotFound(f"no model {model_id}")
+    await request.app[MODERATION].rerate(actor_name(who), root, await read_json(request))
+    (model,) = await request.app[CATALOG].views.models_by_root([root])
+    return json_ok({"model": model})
+
+
 async def audit(request: web.Request) -> web.Response:
     require_moderator(request)
     try:
@@ -217,6 +232,7 @@ def add_routes(app: web.Application, service: ModerationService) -> None:
     r.add_post("/api/moderation/decisions/{id}/delete-files", confirm_delete)
     r.add_post("/api/moderation/held/{id}/release", release_held)
     r.add_get("/api/moderation/audit", audit)
+    r.add_post("/api/moderation/models/{id}/rating", rerate)
     r.add_get("/api/moderation/subscriptions", list_subscriptions)
     r.add_post("/api/moderation/subscriptions", subscribe)
     r.add_delete("/api/moderation/subscriptions/{did}", unsubscribe)

@@ -20,6 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from node.catalog.overrides import set_override
+from node.catalog.schemas import RATINGS
 from node.db import Database
 from node.errors import BadRequest, CivitasError, Conflict, Forbidden, NotFound
 from node.moderation import proof, schemas
@@ -899,6 +901,25 @@ class ModerationService:
                 .where(review_queue.c.kind == "held", review_queue.c.ref == record_id)
                 .values(status="closed", closed=now_ms(), closed_by=moderator)
             )
+
+    async def rerate(self, moderator: str, root: bytes, changes: dict[str, Any]) -> None:
+        """A moderator re-rates a model or flags it (real person, minor safety), here only."""
+        fields: dict[str, Any] = {}
+        if "rating" in changes:
+            if changes["rating"] not in (*RATINGS, None):
+                raise BadRequest(f"rating must be one of {', '.join(RATINGS)} (or null)")
+            fields["rating"] = changes["rating"]
+        for flag in ("poi", "minor"):
+            if flag in changes:
+                if not isinstance(changes[flag], bool) and changes[flag] is not None:
+                    raise BadRequest(f"{flag} must be true, false or null")
+                fields[flag] = bool(changes[flag]) if flag == "minor" else changes[flag]
+        if not fields:
+            raise BadRequest("say rating, poi or minor")
+        async with self.db.write() as conn:
+            await set_override(conn, root, **fields)
+            await self.log.rebuild_in(conn, {"model"})
+            await audit(conn, moderator, "rerated", f"model:{root.hex()}", json.dumps(fields))
 
     async def confirm_delete(self, moderator: str, decision_id: bytes) -> int:
         return await self.enforcer.delete_quarantined(decision_id=decision_id, actor=moderator)

@@ -4,7 +4,7 @@ Projected from records (rebuilt by ``civitas reindex``): notices with their targ
 decisions, counter-notices. Local to this node (never federated): claimants' contact
 details, subscriptions to other nodes' takedown lists, what this node enforces (active
 targets, the records it suppressed, quarantined files), the review queue, user reports,
-local ratings and the audit log.
+and the audit log (moderators' re-ratings live in the catalog's ``model_overrides``).
 """
 
 from __future__ import annotations
@@ -164,18 +164,6 @@ reports = sa.Table(
     sa.Column("address", sa.String(64), nullable=True),
     sa.Column("created", sa.BigInteger, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default="open"),
-)
-
-# Moderators' local re-rating and flags of a model (by root) or an image.
-local_ratings = sa.Table(
-    "local_ratings",
-    metadata,
-    sa.Column("record_id", sa.LargeBinary(32), primary_key=True),
-    sa.Column("rating", sa.String(8), nullable=True),
-    sa.Column("poi", sa.Boolean, nullable=True),
-    sa.Column("minor", sa.Boolean, nullable=True),
-    sa.Column("by", sa.String(64), nullable=False),
-    sa.Column("at", sa.BigInteger, nullable=False),
 )
 
 audit_log = sa.Table(

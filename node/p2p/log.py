@@ -52,11 +52,18 @@ class AcceptGate(Protocol):
     """Asked about new records before they are appended (moderation implements it).
 
     Returns the ids of records to hold: appended as ``suppressed`` (kept, neither shown
-    nor relayed), e.g. content a takedown this node honors already covers. It runs in the
+    nor relayed), e.g. content a takedown this node honors already covers; or raises to
+    refuse the whole batch (``source`` None: published on this node). It runs in the
     appending transaction and may write its own rows there.
     """
 
-    async def screen(self, conn: AsyncConnection, batch: Sequence[Record]) -> set[bytes]: ...
+    async def screen(
+        self, conn: AsyncConnection, batch: Sequence[Record], source: str | None
+    ) -> set[bytes]: ...
+
+    async def held_among(self, conn: AsyncConnection, record_ids: Sequence[bytes]) -> set[bytes]:
+        """Which of these records the gate holds (so lifting an author block keeps them)."""
+        ...
 
 
 def _entry(row: Any) -> LogEntry:
@@ -154,7 +161,7 @@ class RecordLog:
             seqs.update({row.id: int(row.seq) for row in found})
         fresh = list({r.id: r for r in batch if r.id not in seqs}.values())
         if fresh:
-            held = await self.gate.screen(conn, fresh) if self.gate is not None else set()
+            held = await self.gate.screen(conn, fresh, source) if self.gate is not None else set()
             received = now_ms()
             inserted = await conn.execute(
                 records.insert().returning(
@@ -296,14 +303,21 @@ class RecordLog:
                 )
             ).scalars()
         )
-        changed = await conn.execute(
-            records.update()
-            .where(records.c.author == did, records.c.state == old)
-            .values(state=new)
-        )
+        where = sa.and_(records.c.author == did, records.c.state == old)
+        if new == "visible" and self.gate is not None:  # a takedown's hold outlasts a block
+            ids = list((await conn.execute(sa.select(records.c.id).where(where))).scalars())
+            kept = await self.gate.held_among(conn, ids)
+            if kept:
+                where = sa.and_(where, records.c.id.not_in(kept))
+        changed = await conn.execute(records.update().where(where).values(state=new))
         if types:
             await self._rebuild(conn, types)
         return int(changed.rowcount or 0)
+
+    async def rebuild_in(self, conn: AsyncConnection, record_types: set[str]) -> int:
+        """Re-derive the tables of these record types inside the caller's transaction
+        (after local facts a projection reads, such as moderators' overrides, changed)."""
+        return await self._rebuild(conn, record_types)
 
     async def reindex(self) -> int:
         """Rebuild every projected table from the log; return how many records were replayed."""
