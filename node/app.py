@@ -121,6 +121,8 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         r.strip() for r in config.moderation.refuse_ratings.split(",") if r.strip()
     )
     enforcer.refuse_poi = config.moderation.refuse_poi
+    enforcer.notices_per_day = config.moderation.notices_per_day
+    fetcher.gate = enforcer  # a listed file is not fetched (nor kept if listed meanwhile)
     record_log.gate = enforcer  # new records a takedown here covers are held on arrival
     moderation = ModerationService(
         db,

@@ -25,10 +25,11 @@ import libtorrent as lt
 import sqlalchemy as sa
 
 from node.catalog.hashing import hash_file_async
+from node.catalog.publish import IngestGate
 from node.catalog.tables import model_versions, version_files
 from node.config import TorrentSection
 from node.db import Database
-from node.errors import BadRequest, CivitasError, NotFound
+from node.errors import BadRequest, CivitasError, Forbidden, NotFound
 from node.p2p.outgoing import PeerError, get_capped
 from node.p2p.records import now_ms
 from node.p2p.tables import blobs, downloads, torrents
@@ -91,6 +92,7 @@ class FetchService:
         self.engine = engine
         self.cfg = cfg
         self.peer_urls = peer_urls  # federation peers: where else to find a file
+        self.gate: IngestGate | None = None  # moderation: files taken down here
         self._resume_task: asyncio.Task[None] | None = None
 
     # --- this node's own torrent endpoints --------------------------------------------
@@ -228,6 +230,8 @@ class FetchService:
         if self.engine is None or self.engine.session is None:
             raise BadRequest("the BitTorrent engine is off (torrent.enabled = false)")
         row, sources = await self._resolve(target.strip())
+        if self.gate is not None and (why := await self.gate.refuse_file(row.sha256)):
+            raise Forbidden(why)
         known = await self._peers()
         sources["nodes"] = list(dict.fromkeys(n.rstrip("/") for n in [*nodes, *known]))
         sources["sha256"] = row.sha256
@@ -352,6 +356,10 @@ class FetchService:
             return
         found = await self.meta(infohash)
         self.engine.remove(infohash)
+        if self.gate is not None and (why := await self.gate.refuse_file(row.sha256)):
+            path.unlink(missing_ok=True)  # taken down while it downloaded
+            await self._set_state(infohash, "failed", why)
+            return
         if hashes.sha256 != row.sha256:
             quarantine = self.store.root / "quarantine" / f"{infohash}-{row.name}"
             quarantine.parent.mkdir(parents=True, exist_ok=True)

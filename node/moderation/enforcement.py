@@ -191,6 +191,7 @@ class Enforcer:
         self.grace_ms = grace_s * 1000
         self.refuse_ratings: frozenset[str] = frozenset()  # the operator's policy
         self.refuse_poi = False
+        self.notices_per_day = 1_000_000  # from one peer node; set from the config
         # Wired by app.py to the torrent engine and the fetcher (None: no BitTorrent).
         self.stop_torrent: Callable[[str], None] | None = None
         self.reseed: Callable[[str], Awaitable[None]] | None = None
@@ -255,6 +256,8 @@ class Enforcer:
                     raise Forbidden(why)
                 by_policy.add(record.id)
                 await audit(conn, source, "held_by_policy", f"record:{record.id.hex()}", why)
+        if source is not None:
+            by_policy |= await self._over_notice_rate(conn, batch, source)
         listed = await self.active(conn)
         if not listed:
             return by_policy
@@ -462,6 +465,33 @@ class Enforcer:
         if urgent or self.grace_ms == 0:
             await self.delete_quarantined(decision_id=decision_id, actor=actor)
         return counts
+
+    async def _over_notice_rate(
+        self, conn: AsyncConnection, batch: Sequence[Record], source: str
+    ) -> set[bytes]:
+        """Notices relayed by one peer node past ``notices_per_day``: held, not acted on."""
+        notices = [r for r in batch if r.type == schemas.NOTICE]
+        if not notices:
+            return set()
+        since = now_ms() - 24 * 3600 * 1000
+        used = int(
+            await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(records)
+                .where(
+                    records.c.type == schemas.NOTICE,
+                    records.c.source == source,
+                    records.c.received >= since,
+                )
+            )
+            or 0
+        )
+        over = {r.id for r in notices[max(0, self.notices_per_day - used) :]}
+        if over:
+            await audit(
+                conn, source, "notices_over_rate", None, f"{len(over)} notice(s) held from {source}"
+            )
+        return over
 
     @staticmethod
     async def _roots_of(conn: AsyncConnection, targets: Iterable[Target]) -> set[bytes]:

@@ -287,3 +287,40 @@ async def test_proof_url_check_finds_the_claimants_did(
 
         proof = await wait_for(checked, "the proof URL check")
         assert [p["verified"] for p in proof] == [True, False]
+
+
+async def test_notices_relayed_by_one_peer_past_the_daily_cap_are_held(
+    pair: tuple[LiveNode, LiveNode],
+) -> None:
+    a, b = pair  # B takes 3 notices a day from one peer node
+    notices = []
+    for i in range(5):
+        key = SigningKey.generate()
+        notices.append(
+            sign_record(
+                key,
+                schemas.NOTICE,
+                notice_body(key.did, [{"kind": "file", "value": bytes([40 + i]) * 32}]),
+            )
+        )
+    await b.node.log.accept_verified(notices, source=a.node.node_key.did)
+    states = [(await b.node.log.get(n.id)).state for n in notices]  # type: ignore[union-attr]
+    assert states == ["visible"] * 3 + ["suppressed"] * 2
+
+
+async def test_reports_reach_the_queue(pair: tuple[LiveNode, LiveNode]) -> None:
+    a, _ = pair
+    target = "model:" + "cd" * 32
+    resp = await a.client.post(
+        "/api/reports", json={"target": target, "reason": "likeness", "comment": "that's me"}
+    )
+    assert resp.status == 201, await resp.text()
+    resp = await a.client.post("/api/reports", json={"target": target, "reason": "meh"})
+    assert resp.status == 400
+    resp = await a.client.post("/api/reports", json={"target": "model:zz", "reason": "spam"})
+    assert resp.status == 400
+    queue = await (await a.client.get("/api/moderation/queue", headers=a.admin)).json()
+    (item,) = [i for i in queue["items"] if i["kind"] == "report"]
+    assert item["ref"] == "cd" * 32 and "that's me" in item["detail"]
+    resp = await a.client.get("/api/moderation/queue")
+    assert resp.status == 401

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from node.catalog.images import inspect_image
+from node.errors import NotFound
 from tests.catalog.conftest import lora_file
 from tests.moderation.conftest import login_headers, near_copy, peer, picture, start_node
 from tests.p2p.test_torrents import LiveNode, wait_for
@@ -133,6 +134,8 @@ async def test_notice_decision_subscriptions_enforcement_and_reversal(
     await wait_for(b_enforced, "B to stop seeding, delete and hide")
     assert await b.node.store.local_path(sha) is None
     assert not any((b.node.home.path / "quarantine").iterdir())  # grace 0: deleted at once
+    with pytest.raises(NotFound):  # nor fetched again: its records are hidden
+        await b.node.catalog.fetcher.fetch(sha)
     assert (a.node.home.path / "quarantine" / sha).is_file()  # A: kept aside for 72 hours
     resp = await b.client.get(
         f"/api/download/models/{published['model']['modelVersions'][0]['id']}"
