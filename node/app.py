@@ -28,6 +28,7 @@ from node.catalog.publish import Publisher
 from node.catalog.search import ModelSearch
 from node.catalog.service import CatalogService
 from node.catalog.views import CatalogViews
+from node.compute import pages as compute_pages
 from node.compute import routes as compute_routes
 from node.compute.service import Compute, build_compute
 from node.config import Config
@@ -41,7 +42,7 @@ from node.moderation import routes as moderation_routes
 from node.moderation.enforcement import Enforcer
 from node.moderation.service import ModerationService
 from node.openapi import openapi_json
-from node.p2p import identity, torrent_routes
+from node.p2p import identity, rotation, torrent_routes
 from node.p2p import routes as p2p_routes
 from node.p2p.federation import announce
 from node.p2p.federation import routes as federation_routes
@@ -63,6 +64,7 @@ def build_record_types() -> RecordTypes:
     """Every record type this software knows, with its rules and projections."""
     types = RecordTypes()
     identity.register(types)
+    rotation.register(types)
     announce.register(types)
     catalog_projection.register(types)
     moderation_projection.register(types)
@@ -335,4 +337,5 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     catalog_pages.add_routes(app)
     moderation_pages.add_routes(app)
     download_pages.add_routes(app)
+    compute_pages.add_routes(app)
     return app

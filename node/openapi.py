@@ -260,6 +260,15 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
         ),
     },
+    "/api/admin/authors/{did}/unfreeze": {
+        "post": _op(
+            "Settle an identity frozen by conflicting key rotations (admin)",
+            params=_params(("did", "path", "string")),
+            body="application/json",
+            auth=True,
+        ),
+    },
+    "/api/auth/rotate-key": {"post": _op("Rotate your author key (pre-rotation)", auth=True)},
     "/api/admin/authors/{did}/unblock": {
         "post": _op(
             "Lift an author block (admin)", params=_params(("did", "path", "string")), auth=True
@@ -428,6 +437,15 @@ PAGES: dict[str, dict[str, Any]] = {
         "post": _page("Fetch a version's file to this node (admin)", params=_params(ID), form=FORM),
     },
     "/downloads": {"get": _page("What this node fetches and seeds, live (admin)")},
+    "/generate": {
+        "get": _page(
+            "The generate form and your jobs", params=_params(("version", "query", "integer"))
+        ),
+        "post": _page("Queue a generation job without JavaScript", form=FORM),
+    },
+    "/jobs/{id}": {
+        "get": _page("A job, live: state, queue position, progress, results", params=_params(ID))
+    },
     "/api/downloads/events": {
         "get": _op(
             "Server-Sent Events: downloads and seeding, as they change (admin)",

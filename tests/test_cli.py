@@ -290,6 +290,7 @@ COMMANDS = [
     ("token", "create"),
     ("keys", "export"),
     ("keys", "import"),
+    ("keys", "rotate"),
     ("publish",),
     ("search",),
 ]
@@ -496,6 +497,18 @@ def test_keys_import_gives_a_user_that_key(home: Path, tmp_path: Path) -> None:
     assert user_lines(home)["bob"] == ("member", key.did)
     exported = ok(civitas(home, "keys", "export", "--user", "bob"))
     assert SigningKey.from_pem(exported.encode()).did == key.did
+
+
+def test_keys_rotate_moves_a_user_to_the_committed_next_key(home: Path) -> None:
+    add_user(home, "carol")
+    old = user_lines(home)["carol"][1]
+    committed = SigningKey.from_pem(
+        (home / "keys" / "authors" / (old.removeprefix("did:key:") + ".next.key")).read_bytes()
+    )
+    out = ok(civitas(home, "keys", "rotate", "--user", "carol"))
+    assert f"rotated carol to {committed.did}" in out
+    assert user_lines(home)["carol"] == ("member", committed.did)
+    assert "no user" in refused(civitas(home, "keys", "rotate", "--user", "nobody")).lower()
 
 
 @pytest.mark.parametrize("flags", [(), ("--node", "--user", "bob")], ids=["neither", "both"])

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from node.accounts.service import AccountService
-from node.errors import Forbidden
+from node.errors import BadRequest, Forbidden
 from node.http import (
     ANONYMOUS,
     CSRF_HEADER,
@@ -148,6 +148,14 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+async def rotate_key(request: web.Request) -> web.Response:
+    who = require_user(request)
+    if who.user is None:
+        raise BadRequest("the node's admin token has no author key to rotate")
+    user = await request.app[ACCOUNTS].rotate_key(who.user.name)
+    return json_ok({"user": user.public()})
+
+
 async def me(request: web.Request) -> web.Response:
     who = require_user(request)
     return json_ok(
@@ -188,6 +196,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/auth/login", login)
     app.router.add_post("/api/auth/logout", logout)
     app.router.add_get("/api/auth/me", me)
+    app.router.add_post("/api/auth/rotate-key", rotate_key)
     app.router.add_get("/api/admin/users", list_users)
     app.router.add_post("/api/admin/users", add_user)
     app.router.add_post("/api/admin/users/{name}/tokens", create_token)

@@ -18,13 +18,14 @@ from node.accounts.passwords import (
 )
 from node.accounts.tables import api_tokens, sessions, users
 from node.db import Database
-from node.errors import BadRequest, Conflict, NotFound, Unauthorized
+from node.errors import BadRequest, Conflict, KeyFileError, NotFound, Unauthorized
 from node.home import Home
 from node.http import Principal
 from node.p2p.identity import PROFILE
-from node.p2p.keys import SigningKey, public_key_commitment
+from node.p2p.keys import SigningKey, load_key, public_key_commitment
 from node.p2p.log import RecordLog
 from node.p2p.records import Record, now_ms, sign_record
+from node.p2p.rotation import KEY_ROTATION, countersigned_bytes
 
 Role = Literal["admin", "moderator", "member"]
 ROLES: tuple[Role, ...] = ("admin", "moderator", "member")
@@ -113,6 +114,35 @@ class AccountService:
         async with self.db.write() as conn:
             await conn.execute(users.update().where(users.c.id == user.id).values(did=key.did))
             await self.log.append_in(conn, profile)
+        return await self.get_user(name)
+
+    async def rotate_key(self, name: str) -> User:
+        """Rotate a user's author key to the one their profile committed to: a
+        ``key_rotation`` signed by the current key and countersigned by the new one, which
+        commits to a fresh key after it; then a profile under the new key."""
+        user = await self.get_user(name)
+        old = self.home.author_key(user.did)
+        following = self.home.author_key_file(user.did, following=True)
+        if not following.exists():
+            raise KeyFileError(f"this node holds no pre-committed next key for {user.did}")
+        new = load_key(following)
+        after = SigningKey.generate()
+        commitment = public_key_commitment(after.public_bytes)
+        rotation = sign_record(
+            old,
+            KEY_ROTATION,
+            {
+                "new_key": new.did,
+                "next_key": commitment,
+                "countersig": new.sign(countersigned_bytes(old.did, new.did, commitment)),
+            },
+        )
+        profile = sign_record(new, PROFILE, {"name": name, "next_key": commitment})
+        self.home.save_author_key(new)
+        self.home.save_author_key(after, following_of=new.did)
+        async with self.db.write() as conn:
+            await conn.execute(users.update().where(users.c.id == user.id).values(did=new.did))
+            await self.log.append_many(conn, [rotation, profile])
         return await self.get_user(name)
 
     async def _find(self, name: str) -> User | None:

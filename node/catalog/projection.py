@@ -7,6 +7,7 @@ catalog is the same whatever order records come in (tests shuffle them).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from node.catalog.tables import (
 )
 from node.p2p.projections import Projection, RecordTypes
 from node.p2p.records import Record, decode_stored
+from node.p2p.rotation import identity_of
 from node.p2p.tables import records
 
 
@@ -95,6 +97,8 @@ async def apply_model(conn: AsyncConnection, record: Record) -> None:
 async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     """Recompute a model's row from its root and its root author's newest revision."""
     root = await _visible_record(conn, root_id)
+    if root is not None:
+        root = dataclasses.replace(root, author=await identity_of(conn, root.author))
     if root is None or "root" in root.body or await withdrawn(conn, root_id, root.author):
         await _drop_model(conn, root_id)  # no root (yet), or withdrawn by its author
         return
@@ -359,4 +363,9 @@ _APPLY = {
 
 
 async def _apply(conn: AsyncConnection, record: Record) -> None:
+    # Rows name the author's identity (its first key): records signed after a key
+    # rotation are the same author's (DESIGN.md section 1).
+    identity = await identity_of(conn, record.author)
+    if identity != record.author:
+        record = dataclasses.replace(record, author=identity)
     await _APPLY[record.type](conn, record)

@@ -30,6 +30,7 @@ from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.records import Record, sign_record
+from node.p2p.rotation import identity_of
 from node.p2p.torrent_routes import save_torrent
 from node.p2p.torrentmeta import TorrentMeta, make_torrent, piece_length_for
 
@@ -84,6 +85,7 @@ class VersionFields:
     base_model: str | None = None  # None: what detection says
     description: str = ""
     trained_words: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # more body fields (attestation)
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,7 @@ class Publisher:
                 "description": version.description,
                 "trained_words": version.trained_words,
                 "files": [_file_entry(ingested.filename, hashes, found, torrent)],
+                **version.extra,
             },
         )
         batch.append(version_record)
@@ -367,6 +370,7 @@ class Publisher:
 
     async def _existing_version(self, author: str, sha256: str) -> tuple[bytes, bytes] | None:
         async with self.db.read() as conn:
+            author = await identity_of(conn, author)  # rows name identities, not keys
             row = (
                 await conn.execute(
                     sa.select(model_versions.c.model_root, model_versions.c.id)
@@ -381,6 +385,7 @@ class Publisher:
 
     async def _check_owner(self, author: str, root: bytes) -> None:
         async with self.db.read() as conn:
+            author = await identity_of(conn, author)
             owner = await conn.scalar(sa.select(models.c.author).where(models.c.root_id == root))
         if owner is None:
             raise NotFound("no such model on this node")

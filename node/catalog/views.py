@@ -28,7 +28,7 @@ from node.catalog.tables import (
     version_files,
 )
 from node.db import Database
-from node.p2p.tables import authors, blobs, records
+from node.p2p.tables import authors, blobs, identities, records
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrentmeta import magnet
 
@@ -52,9 +52,10 @@ async def usernames(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str
         await conn.execute(sa.select(authors.c.did, authors.c.name).where(authors.c.did.in_(dids)))
     ).all()
     names = {row.did: row.name for row in rows}
-    shared = await conn.execute(
+    later_keys = sa.select(identities.c.did).where(identities.c.did != identities.c.identity)
+    shared = await conn.execute(  # one identity's rotated keys share its name: no clash
         sa.select(authors.c.name)
-        .where(authors.c.name.in_(list(names.values())))
+        .where(authors.c.name.in_(list(names.values())), authors.c.did.not_in(later_keys))
         .group_by(authors.c.name)
         .having(sa.func.count() > 1)
     )
@@ -301,6 +302,16 @@ class CatalogViews:
                     )
                 ).scalars()
             )
+            frozen = set(
+                (
+                    await conn.execute(
+                        sa.select(identities.c.identity).where(
+                            identities.c.frozen,
+                            identities.c.identity.in_({r.author for r in rows.values()}),
+                        )
+                    )
+                ).scalars()
+            )
         by_model: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for version in versions:
             by_model[version["modelId"]].append(version)
@@ -347,6 +358,9 @@ class CatalogViews:
                         "receivedFrom": sources.get(root),  # a peer's did; null: published here
                         # A moderator of this node flagged it for minor safety.
                         "minorSafety": root in flagged_minor,
+                        # Its author's key rotated two ways: nothing new is accepted from
+                        # them until an operator settles it.
+                        "identityFrozen": row.author in frozen,
                         "license": row.license,
                         "rating": row.rating,
                         "createdAt": iso(row.created),

@@ -121,6 +121,18 @@ def keys_export(ctx: Context, node_key: bool, user_name: str | None, out: Path |
         click.echo(f"wrote {key.did} to {out}", err=True)
 
 
+@keys.command("rotate")
+@click.option("--user", "user_name", required=True, help="Rotate user NAME's author key.")
+@pass_ctx
+@handle_errors
+def keys_rotate(ctx: Context, user_name: str) -> None:
+    """Rotate a user's author key to its pre-committed next key (with the node stopped)."""
+    ctx.home.require()
+    ctx.require_stopped("rotate keys")
+    user = with_node(ctx, lambda node: node.accounts.rotate_key(user_name))
+    click.echo(f"rotated {user_name} to {user.did}")
+
+
 @keys.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--node", "node_key", is_flag=True, help="Replace the node's key.")

@@ -113,6 +113,17 @@ def author_unblock(ctx: Context, did: str) -> None:
     click.echo(f"unblocked {did}: {data['restored']} records shown again")
 
 
+@author.command("unfreeze")
+@click.argument("did")
+@click.option("--keep", required=True, help="The new key (did) of the rotation to keep.")
+@pass_ctx
+@handle_errors
+def author_unfreeze(ctx: Context, did: str, keep: str) -> None:
+    """Settle a frozen identity: DID rotated two ways; keep its rotation to KEEP."""
+    run(NodeClient.for_home(ctx.home).post(f"/api/admin/authors/{did}/unfreeze", {"keep": keep}))
+    click.echo(f"kept {did} -> {keep}; the other rotations are rejected on this node")
+
+
 @author.command("blocked")
 @pass_ctx
 @handle_errors

@@ -4,6 +4,8 @@ from alembic import context
 
 import node.accounts.tables
 import node.catalog.tables
+import node.compute.tables
+import node.moderation.tables
 import node.p2p.tables  # noqa: F401  (register tables on the shared metadata)
 from node.db import metadata
 

@@ -64,7 +64,7 @@ async def apply_profile(conn: AsyncConnection, record: Record) -> None:
 def register(types: RecordTypes) -> None:
     types.register_rule(PROFILE, check_profile)
     types.register_projection(
-        Projection("authors", frozenset({PROFILE}), (authors,), apply_profile)
+        Projection("authors", frozenset({PROFILE}), (authors,), apply_profile, phase=0)
     )
 
 

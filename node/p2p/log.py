@@ -19,9 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from node.db import Database
 from node.errors import AuthorBlocked, BadRequest, NotFound
 from node.p2p.keys import SigningKey, public_key_from_did
-from node.p2p.projections import RecordTypes
+from node.p2p.projections import Projection, RecordTypes
 from node.p2p.records import Record, decode_stored, now_ms, sign_record, verify_record
-from node.p2p.tables import blocked_authors, node_meta, records
+from node.p2p.rotation import frozen_among
+from node.p2p.rotation import recompute as recompute_identities
+from node.p2p.tables import (
+    blocked_authors,
+    identities,
+    key_rotations,
+    node_meta,
+    records,
+    rotation_verdicts,
+)
 
 State = Literal["visible", "suppressed", "purged"]
 STATES: tuple[State, ...] = ("visible", "suppressed", "purged")
@@ -150,6 +159,12 @@ class RecordLog:
         blocked = await self.blocked(conn, {r.author for r in batch})
         if blocked:
             raise AuthorBlocked(f"this node blocked the author {sorted(blocked)[0]}")
+        frozen = await frozen_among(conn, {r.author for r in batch})
+        if frozen:
+            raise AuthorBlocked(
+                f"the identity of {sorted(frozen)[0]} is frozen: it rotated its key two ways; "
+                "an operator must choose (civitas author unfreeze)"
+            )
         seqs: dict[bytes, int] = {}
         ids = list(dict.fromkeys(r.id for r in batch))
         for start in range(0, len(ids), LOOKUP_CHUNK):
@@ -182,9 +197,15 @@ class RecordLog:
                 ],
             )
             new_seqs = {row.id: int(row.seq) for row in inserted}
+            touches_keys = any(r.type in ("key_rotation", "profile") for r in fresh)
+            before = await self._identities(conn) if touches_keys else None
             for record in fresh:
                 if record.id not in held:
                     await self.types.project(conn, record)
+            if touches_keys and await self._identities(conn) != before:
+                # Records signed by a key now known as someone's next key become theirs.
+                later = {t for p in self.types.projections if p.phase > 0 for t in p.record_types}
+                await self._rebuild(conn, later - {"key_rotation", "profile"})
             hooks = conn.info.setdefault("after_commit", [])
             hooks.extend(h for h in self.listeners if h not in hooks)
         else:
@@ -199,6 +220,13 @@ class RecordLog:
                     seq = next(a.seq for a in out if a.record.id == record.id)
                 out.append(Appended(record, seq, new=False))
         return out
+
+    @staticmethod
+    async def _identities(conn: AsyncConnection) -> set[tuple[str, str, bool]]:
+        rows = await conn.execute(
+            sa.select(identities.c.did, identities.c.identity, identities.c.frozen)
+        )
+        return {(r.did, r.identity, bool(r.frozen)) for r in rows}
 
     async def set_state(self, record_id: bytes, state: State) -> None:
         """Change a record's state and re-derive the tables its type projects into."""
@@ -265,8 +293,10 @@ class RecordLog:
         return set(found.scalars())
 
     async def blocked_among(self, dids: Iterable[str]) -> set[str]:
+        """Authors whose records this node refuses: blocked, or of a frozen identity."""
+        dids = set(dids)
         async with self.db.read() as conn:
-            return await self.blocked(conn, dids)
+            return await self.blocked(conn, dids) | await frozen_among(conn, dids)
 
     async def block_author(self, did: str, reason: str = "") -> int:
         """Refuse ``did``'s records from now on and suppress those already here."""
@@ -285,6 +315,34 @@ class RecordLog:
             if gone.rowcount == 0:
                 raise NotFound(f"{did} is not blocked")
             return await self._set_author_state(conn, did, "suppressed", "visible")
+
+    async def unfreeze(self, did: str, keep: str) -> None:
+        """Settle a frozen identity: of the rotations from ``did``, keep the one to
+        ``keep`` and reject the others (a local verdict); the identity thaws."""
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(key_rotations.c.id, key_rotations.c.new_did).where(
+                        key_rotations.c.old_did == did, key_rotations.c.valid
+                    )
+                )
+            ).all()
+            if len({r.new_did for r in rows}) < 2:
+                raise NotFound(f"{did} has no conflicting rotations to settle")
+            if keep not in {r.new_did for r in rows}:
+                raise BadRequest(f"{did} never rotated to {keep}")
+            for row in rows:
+                await conn.execute(
+                    rotation_verdicts.delete().where(rotation_verdicts.c.rotation_id == row.id)
+                )
+                await conn.execute(
+                    rotation_verdicts.insert().values(
+                        rotation_id=row.id, keep=row.new_did == keep, at=now_ms()
+                    )
+                )
+            await recompute_identities(conn)
+            later = {t for p in self.types.projections if p.phase > 0 for t in p.record_types}
+            await self._rebuild(conn, later)
 
     async def list_blocked(self) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
@@ -325,7 +383,13 @@ class RecordLog:
             return await self._rebuild(conn, self.types.projected_types)
 
     async def _rebuild(self, conn: AsyncConnection, record_types: set[str] | frozenset[str]) -> int:
-        projections = [p for p in self.types.projections if p.record_types & record_types]
+        chosen = [p for p in self.types.projections if p.record_types & record_types]
+        replayed = 0
+        for phase in sorted({p.phase for p in chosen}):
+            replayed += await self._replay(conn, [p for p in chosen if p.phase == phase])
+        return replayed
+
+    async def _replay(self, conn: AsyncConnection, projections: list[Projection]) -> int:
         replay_types = frozenset().union(*(p.record_types for p in projections))
         for projection in projections:
             for table in reversed(projection.tables):

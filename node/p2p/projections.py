@@ -30,6 +30,8 @@ class Projection:
     record_types: frozenset[str]
     tables: Sequence[sa.Table]
     apply: ApplyFn
+    # Rebuilt in order of phase: identities (0) before what attributes records to them (1).
+    phase: int = 1
 
 
 @dataclass

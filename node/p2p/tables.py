@@ -126,3 +126,43 @@ blocked_authors = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("added", sa.BigInteger, nullable=False),
 )
+
+# --- key rotation (projections of ``profile`` and ``key_rotation``; see rotation.py) -------
+
+# Every next-key commitment made: by a profile, or by the rotation that introduced a key.
+key_commitments = sa.Table(
+    "key_commitments",
+    metadata,
+    sa.Column("record_id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("did", sa.String(64), nullable=False, index=True),
+    sa.Column("commitment", sa.LargeBinary(32), nullable=False),
+)
+
+key_rotations = sa.Table(
+    "key_rotations",
+    metadata,
+    sa.Column("id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("old_did", sa.String(64), nullable=False, index=True),
+    sa.Column("new_did", sa.String(64), nullable=False, index=True),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("countersigned", sa.Boolean, nullable=False),
+    sa.Column("valid", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Keys that rotated or were rotated into, with the identity (first key) they belong to.
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("did", sa.String(64), primary_key=True),
+    sa.Column("identity", sa.String(64), nullable=False, index=True),
+    sa.Column("frozen", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Local: an operator's choice between conflicting rotations (keep one, reject the others).
+rotation_verdicts = sa.Table(
+    "rotation_verdicts",
+    metadata,
+    sa.Column("rotation_id", sa.LargeBinary(32), primary_key=True),
+    sa.Column("keep", sa.Boolean, nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+)

@@ -132,6 +132,14 @@ async def unblock_author(request: web.Request) -> web.Response:
     return json_ok({"unblocked": did, "restored": restored})
 
 
+async def unfreeze_author(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await read_json(request)
+    did = request.match_info["did"]
+    await request.app[FEDERATION].log.unfreeze(did, field(data, "keep"))
+    return json_ok({"unfrozen": did, "kept": data["keep"]})
+
+
 async def block_peer(request: web.Request) -> web.Response:
     require_admin(request)
     peer = await request.app[FEDERATION].set_blocked(request.match_info["did"], True)
@@ -160,5 +168,6 @@ def add_routes(app: web.Application, federation: Federation, verifier: RequestVe
     r.add_get("/api/admin/authors/blocked", blocked_authors)
     r.add_post("/api/admin/authors/{did}/block", block_author)
     r.add_post("/api/admin/authors/{did}/unblock", unblock_author)
+    r.add_post("/api/admin/authors/{did}/unfreeze", unfreeze_author)
     r.add_post("/api/admin/peers/{did}/block", block_peer)
     r.add_post("/api/admin/peers/{did}/unblock", unblock_peer)
