@@ -148,6 +148,34 @@ class FederationSection:
 
 
 @dataclass
+class ComputeSection:
+    enabled: bool = setting(True, "Queue generation and training jobs for registered workers.")
+    lease_s: int = setting(
+        120,
+        "Seconds a worker holds a job without reporting progress before it is requeued.",
+        _positive,
+    )
+    max_failures: int = setting(
+        3, "Failures or expired leases after which a job fails for good.", _positive
+    )
+    max_pixels: int = setting(
+        4 * 1024 * 1024,
+        "Most pixels one generation job may ask for (width x height x count).",
+        _positive,
+    )
+    per_requester_running: int = setting(
+        2, "Most jobs of one requester leased or running at once.", _positive
+    )
+    max_train_images: int = setting(200, "Most images in one training job.", _positive)
+    queue_timeout_hours: int = setting(
+        24, "A job still queued after this many hours expires.", _positive
+    )
+    max_output_bytes: int = setting(
+        512 * 1024 * 1024, "Largest single output (image or LoRA) a worker may upload.", _positive
+    )
+
+
+@dataclass
 class ModerationSection:
     grace_hours: int = setting(
         72,
@@ -185,6 +213,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     torrent: TorrentSection = field(default_factory=TorrentSection)
     federation: FederationSection = field(default_factory=FederationSection)
+    compute: ComputeSection = field(default_factory=ComputeSection)
     moderation: ModerationSection = field(default_factory=ModerationSection)
 
     @property

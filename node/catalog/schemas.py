@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from node.errors import RecordRejected
+from node.errors import RecordError, RecordRejected
 from node.p2p import schema
+from node.p2p.keys import verify_signature
 
 MODEL, MODEL_VERSION, IMAGE, TOMBSTONE = "model", "model_version", "image", "tombstone"
 
@@ -77,6 +78,31 @@ def _decimal(value: Any, where: str) -> None:
         raise RecordRejected(f'{where} must be a decimal string such as "0.8"')
 
 
+ATTESTATION_DOMAIN = b"civitas-attestation-v1\0"
+
+
+def attestation_message(sha256: bytes) -> bytes:
+    """What a worker key signs for an output: a domain tag, then the output's SHA256."""
+    return ATTESTATION_DOMAIN + sha256
+
+
+def _attestation(body: Mapping[str, Any], sha256: bytes) -> None:
+    """Optional ``attestation``: the worker that computed the output signed its SHA256."""
+    if "attestation" not in body:
+        return
+    att = body["attestation"]
+    if not isinstance(att, dict):
+        raise RecordRejected("body.attestation must be a map")
+    worker = schema.text(att, "worker", max_len=64)
+    sig = schema.digest(att, "sig", size=64)
+    assert worker is not None and sig is not None
+    try:
+        verify_signature(worker, sig, attestation_message(sha256))
+    except (RecordError, ValueError) as exc:
+        message = exc.message if isinstance(exc, RecordError) else str(exc)
+        raise RecordRejected(f"body.attestation does not verify: {message}") from None
+
+
 def check_model(body: Mapping[str, Any]) -> None:
     schema.text(body, "name", max_len=200)
     _one_of(body, "type", MODEL_TYPES)
@@ -132,10 +158,13 @@ def check_model_version(body: Mapping[str, Any]) -> None:
         _check_file(item, f"body.files[{i}]")
     if len({f["sha256"] for f in files}) != len(files):
         raise RecordRejected("body.files lists the same file twice")
+    _attestation(body, files[0]["sha256"])
 
 
 def check_image(body: Mapping[str, Any]) -> None:
-    schema.digest(body, "sha256")
+    sha256 = schema.digest(body, "sha256")
+    assert sha256 is not None
+    _attestation(body, sha256)
     for key in ("width", "height", "size"):
         _count(body, key)
     schema.text(body, "mime", max_len=32)

@@ -1,0 +1,118 @@
+"""Workers sign their requests with their worker key, as nodes sign theirs.
+
+The scheme is the federation's (``node.p2p.federation.signing``): the worker's did in
+``Civitas-Node``, a time, and an Ed25519 signature over method, path, the body's
+SHA-256, the time and this node's did. Output uploads can be large, so their body is
+hashed while it streams to disk and the signature is checked against that digest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from node.errors import BadSignature, PayloadTooLarge, Unauthorized
+from node.p2p.federation.signing import (
+    DOMAIN,
+    NODE_HEADER,
+    SIGNATURE_HEADER,
+    SKEW_MS,
+    TIME_HEADER,
+    RequestVerifier,
+)
+from node.p2p.keys import SigningKey, verify_signature
+
+CHUNK = 1024 * 1024
+
+
+def signed_digest_string(
+    method: str, path: str, digest_hex: str, timestamp: int, destination: str
+) -> bytes:
+    """The federation's signed string, for a body known by its SHA-256 digest."""
+    return "\n".join(
+        (DOMAIN, method.upper(), path, digest_hex, str(timestamp), destination)
+    ).encode()
+
+
+def sign_digest(
+    key: SigningKey, method: str, path: str, digest_hex: str, destination: str
+) -> dict[str, str]:
+    when = int(time.time() * 1000)
+    sig = key.sign(signed_digest_string(method, path, digest_hex, when, destination))
+    encoded = base64.urlsafe_b64encode(sig).decode().rstrip("=")
+    return {NODE_HEADER: key.did, TIME_HEADER: str(when), SIGNATURE_HEADER: encoded}
+
+
+class WorkerAuth:
+    """Checks worker-signed requests addressed to this node (with a replay cache)."""
+
+    def __init__(self, node_did: str) -> None:
+        self.node_did = node_did
+        self.verifier = RequestVerifier(node_did)
+
+    async def json_request(self, request: web.Request, max_bytes: int) -> tuple[str, bytes]:
+        """The signing worker's did and the (small) body it signed."""
+        body = await _read_limited(request, max_bytes)
+        did = self.verifier.verify(request.method, request.path_qs, body, request.headers)
+        return did, body
+
+    def verify_digest(self, request: web.Request, digest_hex: str) -> str:
+        """The signing worker's did, for a body already hashed to ``digest_hex``."""
+        headers: Mapping[str, str] = request.headers
+        sender, stamp, encoded = (
+            headers.get(NODE_HEADER),
+            headers.get(TIME_HEADER),
+            headers.get(SIGNATURE_HEADER),
+        )
+        if not sender or not stamp or not encoded:
+            raise Unauthorized("a worker request must be signed with the worker key")
+        try:
+            when = int(stamp)
+            sig = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            raise Unauthorized("malformed request signature headers") from None
+        if abs(int(time.time() * 1000) - when) > SKEW_MS:
+            raise Unauthorized("the request's time is more than 5 minutes off")
+        message = signed_digest_string(
+            request.method, request.path_qs, digest_hex, when, self.node_did
+        )
+        try:
+            verify_signature(sender, sig, message)
+        except (BadSignature, ValueError) as exc:
+            raise Unauthorized(f"the request signature does not verify: {exc}") from None
+        return sender
+
+
+async def _read_limited(request: web.Request, max_bytes: int) -> bytes:
+    parts = []
+    size = 0
+    while chunk := await request.content.read(CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body is over {max_bytes} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def spool(request: web.Request, temp: Path, max_bytes: int) -> tuple[str, int]:
+    """Stream the body to ``temp``, hashing it; its SHA-256 (lowercase hex) and size."""
+    import asyncio
+
+    hasher = hashlib.sha256()
+    size = 0
+    handle = await asyncio.to_thread(open, temp, "wb")
+    try:
+        while chunk := await request.content.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"an output may be at most {max_bytes} bytes")
+            hasher.update(chunk)
+            await asyncio.to_thread(handle.write, chunk)
+    finally:
+        await asyncio.to_thread(handle.close)
+    return hasher.hexdigest(), size

@@ -1,0 +1,100 @@
+"""Compute in the web UI: the generate form with your jobs, and a job's live page.
+
+The pages work without JavaScript (the form posts, the job page shows the state when
+loaded); ``jobs.js`` follows ``GET /api/jobs/{id}/events`` to update a job page live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.accounts.routes import FORM_FIELD, check_form_token
+from node.compute.params import MAX_COUNT, MAX_STEPS
+from node.compute.routes import COMPUTE
+from node.compute.samplers import SAMPLERS
+from node.errors import BadRequest, CivitasError, NotFound
+from node.http import require_user
+from node.render import RENDERER, page
+
+SIDES = (64, 128, 256, 384, 512, 640, 768, 832, 896, 1024)
+INT_FIELDS = ("model_version_id", "steps", "width", "height", "count")
+
+
+def _form_job(form: Any) -> dict[str, Any]:
+    """The form's fields as the JSON a generation job takes."""
+    job: dict[str, Any] = {"kind": "generate"}
+    for name in INT_FIELDS:
+        raw = str(form.get(name, "")).strip()
+        if not raw.lstrip("-").isdigit():
+            raise BadRequest(f"{name.replace('_', ' ')} must be a whole number")
+        job[name] = int(raw)
+    seed = str(form.get("seed", "")).strip()
+    if seed and not seed.lstrip("-").isdigit():
+        raise BadRequest("seed must be a whole number (or empty for a random one)")
+    job["seed"] = int(seed) if seed else None
+    job["prompt"] = str(form.get("prompt", ""))
+    job["negative_prompt"] = str(form.get("negative_prompt", ""))
+    job["cfg_scale"] = str(form.get("cfg_scale", "7")).strip()
+    job["sampler"] = str(form.get("sampler", "Euler a"))
+    return job
+
+
+def _render_form(
+    request: web.Request, jobs: list[dict[str, Any]], values: dict[str, Any], error: str = ""
+) -> web.Response:
+    return request.app[RENDERER].render(
+        request,
+        "generate.html",
+        status=400 if error else 200,
+        title="Generate",
+        jobs=jobs,
+        values=values,
+        error=error,
+        samplers=SAMPLERS,
+        sides=SIDES,
+        max_steps=MAX_STEPS,
+        max_count=MAX_COUNT,
+    )
+
+
+@page
+async def generate_page(request: web.Request) -> web.StreamResponse:
+    who = require_user(request)
+    jobs = await request.app[COMPUTE].queue.mine(who, limit=20)
+    values = {"model_version_id": request.query.get("version", "")}
+    return _render_form(request, jobs, values)
+
+
+@page
+async def submit_generate(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    who = check_form_token(request, str(form.get(FORM_FIELD, "")))
+    user = require_user(request).user
+    if user is None:
+        raise BadRequest("jobs belong to a user: log in")
+    queue = request.app[COMPUTE].queue
+    try:
+        job = await queue.submit(user, _form_job(form))
+    except CivitasError as exc:
+        values = {k: str(v) for k, v in form.items() if k != FORM_FIELD}
+        return _render_form(request, await queue.mine(who, limit=20), values, exc.message)
+    raise web.HTTPSeeOther(f"/jobs/{job['id']}")
+
+
+@page
+async def job_page(request: web.Request) -> web.StreamResponse:
+    who = require_user(request)
+    try:
+        job_id = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("no such job") from None
+    job = await request.app[COMPUTE].queue.get(job_id, who)
+    return request.app[RENDERER].render(request, "job.html", title=f"Job {job_id}", job=job)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/generate", generate_page)
+    app.router.add_post("/generate", submit_generate)
+    app.router.add_get("/jobs/{id}", job_page)

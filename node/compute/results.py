@@ -1,0 +1,380 @@
+"""Results: outputs a worker uploads, verified before anything is kept, then published.
+
+A worker uploads each output by its SHA256 while it holds the job's lease
+(:meth:`ResultDesk.stage`), then submits the result: the list of outputs, each with its
+attestation (the worker key's signature over the output's SHA256). Checked in order —
+the lease, the outputs' count, hashes and sizes, the attestations, then the content:
+each image decodes and carries exactly the ``parameters`` text the job implies; a LoRA's
+safetensors header and key set match its base (torch-free). Only then are images
+published as ``image`` records authored by the requester, linked to the model version,
+and a LoRA kept as a draft the requester publishes with :meth:`ResultDesk.publish_lora`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from PIL import Image
+
+from node.catalog import schemas
+from node.catalog.images import ImageInfo, inspect_image
+from node.catalog.publish import ModelFields, Publisher, VersionFields, record_safe
+from node.catalog.tables import images as image_rows
+from node.compute.queue import JobQueue
+from node.compute.requests import expected_parameters
+from node.compute.tables import compute_jobs, compute_workers
+from node.errors import AuthorBlocked, BadRequest, BadSignature, Conflict, Forbidden, NotFound
+from node.http import Principal
+from node.p2p.keys import SigningKey, verify_signature
+from node.p2p.records import Record, sign_record
+
+SHA256_HEX = frozenset("0123456789ABCDEF")
+
+
+@dataclass(frozen=True)
+class Output:
+    sha256: str  # uppercase hex
+    size: int
+    sig: bytes
+
+
+def check_sha256(value: str) -> str:
+    value = value.upper()
+    if len(value) != 64 or not set(value) <= SHA256_HEX:
+        raise BadRequest("a SHA256 is 64 hex digits")
+    return value
+
+
+def _outputs(data: dict[str, Any]) -> list[Output]:
+    raw = data.get("outputs")
+    if not isinstance(raw, list) or not raw or len(raw) > 64:
+        raise BadRequest("'outputs' must list 1 to 64 outputs")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise BadRequest(f"outputs[{i}] must be an object with sha256, size and sig")
+        sha, size, sig = item.get("sha256"), item.get("size"), item.get("sig")
+        if not isinstance(sha, str) or not isinstance(size, int) or not isinstance(sig, str):
+            raise BadRequest(f"outputs[{i}] needs sha256 (hex), size (bytes) and sig (base64)")
+        try:
+            raw_sig = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"outputs[{i}].sig is not base64") from None
+        out.append(Output(check_sha256(sha), size, raw_sig))
+    return out
+
+
+def _parameters_text(data: bytes) -> str | None:
+    with Image.open(io.BytesIO(data)) as image:
+        text = getattr(image, "text", {}).get("parameters")
+    return str(text) if text is not None else None
+
+
+def _check_image(data: bytes, want_text: str, width: int, height: int, i: int) -> ImageInfo:
+    """Decode the image (refusing anything malformed) and compare what it says it is."""
+    info = inspect_image(data)
+    if info.mime != "image/png":
+        raise BadRequest(f"output {i} is {info.mime}; generation results are PNG")
+    if (info.width, info.height) != (width, height):
+        raise BadRequest(
+            f"output {i} is {info.width}x{info.height}; the job asked for {width}x{height}"
+        )
+    text = _parameters_text(data)
+    if text is None:
+        raise BadRequest(f"output {i} has no 'parameters' chunk")
+    if text != want_text:
+        raise BadRequest(f"output {i}'s 'parameters' do not match the job (seed, prompt, model)")
+    return info
+
+
+def _image_body(info: ImageInfo, version_id: bytes, worker: str, sig: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sha256": bytes.fromhex(info.sha256),
+        "width": info.width,
+        "height": info.height,
+        "mime": info.mime,
+        "size": info.size,
+        "rating": "PG",  # moderation may re-rate; the requester can withdraw it
+        "model_version": version_id,
+        "meta": record_safe(info.meta or {}),
+        "attestation": {"worker": worker, "sig": sig},
+    }
+    if info.pdq is not None:
+        body["pdq"] = info.pdq
+        body["pdq_quality"] = info.pdq_quality
+    resources = []
+    for res in (info.meta or {}).get("resources", [])[:64]:
+        item: dict[str, Any] = {}
+        if isinstance(res.get("name"), str):
+            item["name"] = res["name"][:255]
+        if res.get("type") in schemas.RESOURCE_TYPES:
+            item["type"] = res["type"]
+        if isinstance(res.get("hash"), str):
+            item["hash"] = res["hash"][:64]
+        weight = res.get("weight")
+        if isinstance(weight, int | float) and not isinstance(weight, bool):
+            item["weight"] = str(weight)
+        resources.append(item)
+    if resources:
+        body["resources"] = resources
+    return body
+
+
+class ResultDesk:
+    def __init__(
+        self,
+        queue: JobQueue,
+        publisher: Publisher,
+        author_key: Callable[[str], SigningKey],
+        outputs_dir: Path,
+        max_output_bytes: int,
+    ) -> None:
+        self.queue = queue
+        self.publisher = publisher
+        self.author_key = author_key
+        self.outputs_dir = outputs_dir
+        self.max_output_bytes = max_output_bytes
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.outputs_dir / str(job_id)
+
+    async def discard(self, job_id: int) -> None:
+        """Forget what a worker uploaded for a job it no longer holds."""
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+
+    def staged(self, job_id: int, sha256: str) -> Path:
+        return self.job_dir(job_id) / sha256.upper()
+
+    def temp_path(self) -> Path:
+        return self.publisher.store.temp_path()
+
+    async def stage(self, job_id: int, did: str, temp: Path, sha256: str, digest: str) -> None:
+        """Keep an uploaded output (already in ``temp``) if its bytes hash to ``sha256``."""
+        sha256 = check_sha256(sha256)
+        async with self.queue.db.read() as conn:
+            await self.queue.held(conn, job_id, did)
+        if digest.upper() != sha256:
+            raise BadRequest("the uploaded bytes do not hash to the SHA256 in the path")
+        target = self.staged(job_id, sha256)
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.move, temp, target)
+
+    async def submit(self, job_id: int, did: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Verify a worker's result and publish it; the job is done when this returns."""
+        outputs = _outputs(data)
+        async with self.queue.db.read() as conn:
+            row = await self.queue.held(conn, job_id, did)
+        lease = {"params": json.loads(row.params), "files": json.loads(row.files)}
+        want = lease["params"].get("count", 1) if row.kind == "generate" else 1
+        if len(outputs) != want:
+            raise BadRequest(f"job {job_id} makes {want} output(s); {len(outputs)} were sent")
+        blobs = []
+        for i, out in enumerate(outputs):
+            path = self.staged(job_id, out.sha256)
+            if not await asyncio.to_thread(path.is_file):
+                raise BadRequest(f"output {i} ({out.sha256[:12]}…) was not uploaded first")
+            size = (await asyncio.to_thread(path.stat)).st_size
+            if size != out.size:
+                raise BadRequest(f"output {i} is {size} bytes; the result declares {out.size}")
+            try:
+                verify_signature(
+                    did, out.sig, schemas.attestation_message(bytes.fromhex(out.sha256))
+                )
+            except BadSignature:
+                raise Forbidden(
+                    f"output {i}'s attestation is not {did}'s signature of its SHA256"
+                ) from None
+            blobs.append(path)
+        if row.kind == "generate":
+            results = await self._publish_images(row, lease, did, outputs, blobs)
+        else:
+            results = await self._check_lora(row, lease, outputs[0], blobs[0])
+        await self._done(row, did, results)
+        if row.kind == "generate":  # the images are in the file store now
+            await self.discard(job_id)
+        return {"state": "done", "results": results}
+
+    async def _publish_images(
+        self, row: Any, lease: dict[str, Any], did: str, outputs: list[Output], blobs: list[Path]
+    ) -> list[dict[str, Any]]:
+        p = lease["params"]
+        texts = expected_parameters(lease)
+        checked = []
+        for i, (out, path) in enumerate(zip(outputs, blobs, strict=True)):
+            data = await asyncio.to_thread(path.read_bytes)
+            if hashlib.sha256(data).hexdigest().upper() != out.sha256:
+                raise BadRequest(f"output {i}'s bytes do not hash to its SHA256")
+            info = await asyncio.to_thread(_check_image, data, texts[i], p["width"], p["height"], i)
+            checked.append((info, path))
+        author = self.author_key(row.requester_did)
+        log, store = self.publisher.log, self.publisher.store
+        if await log.blocked_among([author.did]):
+            raise AuthorBlocked("this node blocked the requester's author key")
+        records: list[Record] = []
+        for (info, _), out in zip(checked, outputs, strict=True):
+            gate = self.publisher.gate
+            if gate is not None and (reason := await gate.refuse_file(info.sha256)):
+                raise Forbidden(reason)
+            body = _image_body(info, row.version_id, did, out.sig)
+            record = sign_record(author, schemas.IMAGE, body)
+            log.types.check_body(record)
+            records.append(record)
+        stored = []
+        for info, path in checked:
+            temp = store.temp_path()
+            await asyncio.to_thread(shutil.copyfile, path, temp)
+            stored.append(await asyncio.to_thread(store.commit_temp, temp, info.sha256))
+        async with self.queue.db.write() as conn:
+            for (info, _), at in zip(checked, stored, strict=True):
+                await store.add_row(conn, info.sha256, info.size, at, in_place=False)
+            for record in records:
+                await log.append_in(conn, record)
+        async with self.queue.db.read() as conn:
+            ints = dict(
+                (
+                    await conn.execute(
+                        sa.select(image_rows.c.id, image_rows.c.int_id).where(
+                            image_rows.c.id.in_([r.id for r in records])
+                        )
+                    )
+                ).all()
+            )
+        return [
+            {
+                "kind": "image",
+                "sha256": info.sha256,
+                "image_id": ints.get(record.id),
+                "record_id": record.id.hex(),
+                "seed": p["seed"] + i,
+                "url": f"/images/{info.sha256}/original=true/{ints.get(record.id)}.png",
+            }
+            for i, ((info, _), record) in enumerate(zip(checked, records, strict=True))
+        ]
+
+    async def _check_lora(
+        self, row: Any, lease: dict[str, Any], out: Output, path: Path
+    ) -> list[dict[str, Any]]:
+        from node.compute.lora_check import check_lora
+
+        base = lease["files"][0]
+        base_path = await self.publisher.store.local_path(base["sha256"])
+        if base_path is None:
+            raise Conflict(
+                "this node does not hold the base checkpoint, so it cannot check the LoRA's "
+                "keys against it; fetch the base model to this node first"
+            )
+        await asyncio.to_thread(check_lora, path, base_path, base["sha256"])
+        return [
+            {
+                "kind": "lora",
+                "sha256": out.sha256,
+                "size": out.size,
+                "sig": base64.urlsafe_b64encode(out.sig).decode().rstrip("="),
+                "published": None,
+            }
+        ]
+
+    async def _done(self, row: Any, did: str, results: list[dict[str, Any]]) -> None:
+        now = self.queue.clock()
+        async with self.queue.db.write() as conn:
+            await conn.execute(
+                compute_jobs.update()
+                .where(compute_jobs.c.id == row.id)
+                .values(
+                    state="done",
+                    results=json.dumps(results),
+                    worker=did,
+                    error=None,
+                    updated=now,
+                    finished=now,
+                    lease_worker=None,
+                    lease_until=None,
+                )
+            )
+            await conn.execute(
+                compute_workers.update()
+                .where(compute_workers.c.did == did)
+                .values(
+                    jobs_done=compute_workers.c.jobs_done + 1,
+                    outputs=compute_workers.c.outputs + len(results),
+                    busy_ms=compute_workers.c.busy_ms + max(0, now - (row.leased_at or now)),
+                    last_seen=now,
+                )
+            )
+        self.queue.events.notify(row.id)
+
+    async def publish_lora(
+        self, job_id: int, who: Principal, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Publish a finished training job's LoRA as a new model, authored by its requester."""
+        async with self.queue.db.read() as conn:
+            row = await self.queue._visible_row(conn, job_id, who)
+        if row.kind != "train" or row.state != "done":
+            raise Conflict(f"job {job_id} is not a finished training job")
+        results = json.loads(row.results)
+        lora = results[0]
+        if lora.get("published"):
+            raise Conflict(f"job {job_id}'s LoRA is published already")
+        params_ = json.loads(row.params)
+        base = json.loads(row.files)[0]
+        name = data.get("name", params_["name"])
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise BadRequest("'name' must be a string of 1 to 200 characters")
+        description = data.get("description", "")
+        if not isinstance(description, str) or len(description) > schemas.MAX_DESCRIPTION:
+            raise BadRequest("'description' must be a string")
+        sig = base64.urlsafe_b64decode(lora["sig"] + "=" * (-len(lora["sig"]) % 4))
+        path = self.staged(job_id, lora["sha256"])
+        if not await asyncio.to_thread(path.is_file):
+            raise NotFound("the LoRA file of this job is gone from the node")
+        fields = ModelFields(name=name.strip(), type="LORA", description=description)
+        trained = [params_["trigger_word"]] if params_["trigger_word"] else []
+        version = VersionFields(
+            base_model=base["base_model"],
+            trained_words=trained,
+            description=f"Trained on {base['model_name']} ({base['version_name']}).",
+            extra={"attestation": {"worker": row.worker, "sig": sig}},
+        )
+        staged_copy = path.with_name(f"{_file_name(name)}.safetensors")
+        await asyncio.to_thread(shutil.copyfile, path, staged_copy)
+        try:
+            published = await self.publisher.publish_file(
+                self.author_key(row.requester_did), staged_copy, fields, version
+            )
+        finally:
+            await asyncio.to_thread(staged_copy.unlink, missing_ok=True)
+        async with self.queue.db.read() as conn:
+            from node.catalog.tables import model_versions, models
+
+            model_int = await conn.scalar(
+                sa.select(models.c.int_id).where(models.c.root_id == published.model_root)
+            )
+            version_int = await conn.scalar(
+                sa.select(model_versions.c.int_id).where(
+                    model_versions.c.id == published.version_id
+                )
+            )
+        lora["published"] = {"model_id": model_int, "model_version_id": version_int}
+        async with self.queue.db.write() as conn:
+            await conn.execute(
+                compute_jobs.update()
+                .where(compute_jobs.c.id == job_id)
+                .values(results=json.dumps(results))
+            )
+        return dict(lora["published"])
+
+
+def _file_name(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.strip())
+    return keep[:100] or "lora"

@@ -1,0 +1,254 @@
+"""Compute HTTP routes: users submit and follow jobs; workers pop, report and deliver.
+
+User routes take the usual session or API token. Worker routes are signed with the
+worker key (see :mod:`node.compute.auth`) and answer only registered worker dids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from node.catalog.images import MAX_IMAGE_BYTES
+from node.compute import inputs
+from node.compute.auth import spool
+from node.compute.queue import FINISHED, TrainImage
+from node.compute.results import check_sha256
+from node.compute.service import Compute
+from node.errors import BadRequest, NotFound, PayloadTooLarge
+from node.http import json_ok, read_json, require_user
+
+COMPUTE = web.AppKey("compute", Compute)
+MAX_CONTROL_BYTES = 64 * 1024  # worker JSON requests (pop, progress, result)
+MAX_ZIP_BYTES = 1024 * 1024 * 1024
+HEARTBEAT_S = 15.0
+
+
+def _job_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("no such job") from None
+
+
+def _user(request: web.Request) -> Any:
+    who = require_user(request)
+    if who.user is None:
+        raise BadRequest("jobs belong to a user: log in or use the user's API token")
+    return who.user
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    """A JSON generation job, or multipart: ``params`` (JSON), ``image`` parts, ``zip``."""
+    user = _user(request)
+    compute = request.app[COMPUTE]
+    if request.content_type.startswith("multipart/"):
+        data, images = await _multipart_job(request, compute)
+    else:
+        data, images = await read_json(request), []
+    return json_ok(await compute.queue.submit(user, data, images), status=201)
+
+
+async def _multipart_job(
+    request: web.Request, compute: Compute
+) -> tuple[dict[str, Any], list[TrainImage]]:
+    reader = await request.multipart()
+    data: dict[str, Any] | None = None
+    uploads: list[inputs.Upload] = []
+    zipped: dict[str, str] = {}
+    limit = compute.config.max_train_images
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart is not supported")
+        if part.name == "params":
+            try:
+                data = json.loads(await part.read(decode=True))
+            except ValueError:
+                raise BadRequest("the params part is not valid JSON") from None
+            if not isinstance(data, dict):
+                raise BadRequest("the params part must be a JSON object")
+        elif part.name == "image":
+            if len(uploads) >= limit:
+                raise BadRequest(f"a training job takes at most {limit} images")
+            blob = await _read_part(part, MAX_IMAGE_BYTES)
+            uploads.append(inputs.Upload(part.filename or f"image{len(uploads)}.png", blob))
+        elif part.name == "zip":
+            found, captions = inputs.unzip(await _read_part(part, MAX_ZIP_BYTES), limit)
+            uploads += found
+            zipped.update(captions)
+        else:
+            raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
+    if data is None:
+        raise BadRequest("no 'params' part (the job as JSON)")
+    if len(uploads) > limit:
+        raise BadRequest(f"a training job takes at most {limit} images")
+    if data.get("kind") != "train":
+        raise BadRequest("only training jobs take images: set kind to train")
+    images = await inputs.keep_images(
+        compute.queue.store, uploads, inputs.captions_of(data), zipped
+    )
+    data.pop("captions", None)
+    return data, images
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := await part.read_chunk(1024 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"part {part.name!r} is larger than {limit} bytes")
+        chunks.append(bytes(chunk))
+    return b"".join(chunks)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    who = require_user(request)
+    return json_ok({"jobs": await request.app[COMPUTE].queue.mine(who)})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    who = require_user(request)
+    return json_ok(await request.app[COMPUTE].queue.get(_job_id(request), who))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    who = require_user(request)
+    return json_ok(await request.app[COMPUTE].queue.cancel(_job_id(request), who))
+
+
+async def publish_job(request: web.Request) -> web.Response:
+    who = require_user(request)
+    data = await read_json(request) if request.can_read_body else {}
+    published = await request.app[COMPUTE].desk.publish_lora(_job_id(request), who, data)
+    return json_ok(published, status=201)
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: the job as ``GET /api/jobs/{id}`` shows it, on every change."""
+    who = require_user(request)
+    queue = request.app[COMPUTE].queue
+    job_id = _job_id(request)
+    job = await queue.get(job_id, who)  # 404 before the stream starts
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    last: dict[str, Any] | None = None
+    try:
+        while True:
+            if job != last:
+                await response.write(f"data: {json.dumps(job, separators=(',', ':'))}\n\n".encode())
+                last = job
+            if job["state"] in FINISHED:
+                break
+            if not await queue.events.wait(job_id, HEARTBEAT_S):
+                await response.write(b": keep-alive\n\n")
+            job = await queue.get(job_id, who)
+    except ConnectionResetError:
+        pass
+    return response
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+async def register_worker(request: web.Request) -> web.Response:
+    """A user registers a worker key they hold (the request is also signed by that key)."""
+    user = _user(request)
+    compute = request.app[COMPUTE]
+    did, body = await compute.auth.json_request(request, MAX_CONTROL_BYTES)
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    data["did"] = did
+    return json_ok(await compute.queue.registry.register(user, data), status=201)
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    who = require_user(request)
+    return json_ok({"workers": await request.app[COMPUTE].queue.registry.list(who)})
+
+
+async def _signed_json(request: web.Request) -> tuple[str, dict[str, Any]]:
+    did, body = await request.app[COMPUTE].auth.json_request(request, MAX_CONTROL_BYTES)
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return did, data
+
+
+async def pop(request: web.Request) -> web.Response:
+    did, data = await _signed_json(request)
+    return json_ok(await request.app[COMPUTE].queue.pop(did, data))
+
+
+async def progress(request: web.Request) -> web.Response:
+    did, data = await _signed_json(request)
+    return json_ok(await request.app[COMPUTE].queue.progress(_job_id(request), did, data))
+
+
+async def fail(request: web.Request) -> web.Response:
+    did, data = await _signed_json(request)
+    return json_ok(await request.app[COMPUTE].queue.fail(_job_id(request), did, data))
+
+
+async def upload_output(request: web.Request) -> web.Response:
+    """The raw bytes of one output, named by their SHA256; signed over that digest."""
+    compute = request.app[COMPUTE]
+    sha256 = check_sha256(request.match_info["sha256"])
+    temp = compute.desk.temp_path()
+    try:
+        digest, size = await spool(request, temp, compute.config.max_output_bytes)
+        did = compute.auth.verify_digest(request, digest)
+        await compute.desk.stage(_job_id(request), did, temp, sha256, digest)
+    finally:
+        await asyncio.to_thread(temp.unlink, missing_ok=True)
+    return json_ok({"sha256": sha256, "size": size}, status=201)
+
+
+async def submit_result(request: web.Request) -> web.Response:
+    did, data = await _signed_json(request)
+    return json_ok(await request.app[COMPUTE].desk.submit(_job_id(request), did, data))
+
+
+async def job_input(request: web.Request) -> web.StreamResponse:
+    did, _ = await request.app[COMPUTE].auth.json_request(request, 0)
+    path = await request.app[COMPUTE].queue.input_path(
+        _job_id(request), did, check_sha256(request.match_info["sha256"])
+    )
+    return web.FileResponse(path)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/jobs", submit_job)
+    r.add_get("/api/jobs", list_jobs)
+    r.add_get("/api/jobs/{id}", get_job)
+    r.add_get("/api/jobs/{id}/events", job_events)
+    r.add_post("/api/jobs/{id}/cancel", cancel_job)
+    r.add_post("/api/jobs/{id}/publish", publish_job)
+    r.add_post("/api/compute/workers", register_worker)
+    r.add_get("/api/compute/workers", list_workers)
+    r.add_post("/api/compute/pop", pop)
+    r.add_post("/api/compute/jobs/{id}/progress", progress)
+    r.add_put("/api/compute/jobs/{id}/outputs/{sha256}", upload_output)
+    r.add_post("/api/compute/jobs/{id}/result", submit_result)
+    r.add_post("/api/compute/jobs/{id}/fail", fail)
+    r.add_get("/api/compute/jobs/{id}/inputs/{sha256}", job_input)

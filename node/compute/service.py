@@ -1,0 +1,68 @@
+"""Compute as the app sees it: the queue, the result desk, worker auth, and the reaper.
+
+:func:`build_compute` is called by ``node/app.py`` with what compute needs; the reaper is
+one named background task that requeues jobs whose lease ran out and expires stale ones,
+started and stopped by the app's ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.catalog.publish import Publisher
+from node.compute.auth import WorkerAuth
+from node.compute.queue import JobQueue
+from node.compute.results import ResultDesk
+from node.config import ComputeSection
+from node.p2p.keys import SigningKey
+
+log = logging.getLogger("civitas.compute")
+
+
+@dataclass
+class Compute:
+    queue: JobQueue
+    desk: ResultDesk
+    auth: WorkerAuth
+    config: ComputeSection
+    _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(), name="compute-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    async def _reap_forever(self) -> None:
+        interval = max(0.5, min(self.config.lease_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                changed = await self.queue.reap()
+            except Exception:
+                log.exception("compute reaper failed; trying again")
+                continue
+            if changed:
+                log.info("requeued or expired jobs", extra={"jobs": changed})
+
+
+def build_compute(
+    config: ComputeSection,
+    publisher: Publisher,
+    author_key: Callable[[str], SigningKey],
+    outputs_dir: Path,
+    node_did: str,
+) -> Compute:
+    queue = JobQueue(publisher.db, publisher.store, config)
+    desk = ResultDesk(queue, publisher, author_key, outputs_dir, config.max_output_bytes)
+    queue.on_released = desk.discard
+    return Compute(queue, desk, WorkerAuth(node_did), config)

@@ -1,0 +1,142 @@
+"""Worker keys registered on this node, each under the user who donates it.
+
+A worker proves it holds its key by signing its registration (and every later request);
+the registering user, logged in or by API token, becomes its donor: the queue serves the
+donor's own jobs first on it, and operators see each worker's contributions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.compute import params
+from node.compute.tables import JOB_KINDS, compute_workers
+from node.db import Database
+from node.errors import BadRequest, Conflict, Unauthorized
+from node.http import Principal
+from node.p2p.keys import public_key_from_did
+
+MAX_WORKER_NAME = 64
+
+
+@dataclass(frozen=True)
+class Worker:
+    did: str
+    name: str
+    owner_id: int
+    kinds: frozenset[str]
+    max_pixels: int
+    device: str
+
+
+def _worker(row: Any) -> Worker:
+    return Worker(
+        row.did,
+        row.name,
+        row.owner_id,
+        frozenset(k for k in row.kinds.split(",") if k),
+        row.max_pixels,
+        row.device,
+    )
+
+
+def check_kinds(value: Any, name: str = "kinds") -> frozenset[str]:
+    if isinstance(value, str):
+        value = [k.strip() for k in value.split(",") if k.strip()]
+    if not isinstance(value, list) or not value or any(k not in JOB_KINDS for k in value):
+        raise BadRequest(f"{name!r} must list job kinds among {', '.join(JOB_KINDS)}")
+    return frozenset(value)
+
+
+class WorkerRegistry:
+    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def register(self, owner: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """Register (or update) a worker key under ``owner``, the user donating it."""
+        did = data.get("did")
+        if not isinstance(did, str):
+            raise BadRequest("'did' (the worker key's did:key) is required")
+        public_key_from_did(did)
+        name = data.get("name") or did[-8:]
+        if not isinstance(name, str) or len(name) > MAX_WORKER_NAME:
+            raise BadRequest(f"'name' must be a string of at most {MAX_WORKER_NAME} characters")
+        kinds = check_kinds(data.get("kinds", list(JOB_KINDS)))
+        max_pixels = params._int(data, "max_pixels", 64 * 64, 2**40, 1024 * 1024)
+        device = data.get("device", "cpu")
+        if not isinstance(device, str) or not device or len(device) > 16:
+            raise BadRequest("'device' must be a short name such as cuda or cpu")
+        values = {
+            "name": name,
+            "kinds": ",".join(sorted(kinds)),
+            "max_pixels": max_pixels,
+            "device": device,
+            "last_seen": self.clock(),
+        }
+        async with self.db.write() as conn:
+            owner_id = await conn.scalar(
+                sa.select(compute_workers.c.owner_id).where(compute_workers.c.did == did)
+            )
+            if owner_id is None:
+                await conn.execute(
+                    compute_workers.insert().values(
+                        did=did, owner_id=owner.id, registered=self.clock(), **values
+                    )
+                )
+            elif owner_id != owner.id:
+                raise Conflict("this worker key is registered by another user")
+            else:
+                await conn.execute(
+                    compute_workers.update().where(compute_workers.c.did == did).values(**values)
+                )
+        return (await self.list(Principal(user=owner), did=did))[0]
+
+    async def list(self, who: Principal, did: str | None = None) -> list[dict[str, Any]]:
+        """Workers with their contributions: all for admins, a donor's own otherwise."""
+        from node.accounts.tables import users
+
+        query = (
+            sa.select(compute_workers, users.c.name.label("owner"))
+            .join(users, users.c.id == compute_workers.c.owner_id)
+            .order_by(compute_workers.c.registered)
+        )
+        if not who.is_admin:
+            query = query.where(compute_workers.c.owner_id == (who.user.id if who.user else -1))
+        if did is not None:
+            query = query.where(compute_workers.c.did == did)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            {
+                "did": r.did,
+                "name": r.name,
+                "owner": r.owner,
+                "kinds": r.kinds.split(","),
+                "max_pixels": r.max_pixels,
+                "device": r.device,
+                "registered": r.registered,
+                "last_seen": r.last_seen,
+                "jobs_done": r.jobs_done,
+                "jobs_failed": r.jobs_failed,
+                "outputs": r.outputs,
+                "busy_s": r.busy_ms // 1000,
+            }
+            for r in rows
+        ]
+
+    async def get(self, conn: AsyncConnection, did: str) -> Worker:
+        row = (
+            await conn.execute(sa.select(compute_workers).where(compute_workers.c.did == did))
+        ).first()
+        if row is None:
+            raise Unauthorized(
+                f"worker {did} is not registered on this node: register it first "
+                "(civitas worker --token …)"
+            )
+        return _worker(row)
