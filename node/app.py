@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from aiohttp import web
 
-from node import __version__
+from node import __version__, admin_pages
 from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
 from node.accounts.service import AccountService
@@ -109,6 +109,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         auto_connect=config.federation.auto_connect,
         author_records_per_day=config.federation.author_records_per_day,
     )
+    federation.auto_connect_private = config.federation.auto_connect_private
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)
     views.torrent_index = index
@@ -336,6 +337,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     account_pages.add_routes(app)
     catalog_pages.add_routes(app)
     moderation_pages.add_routes(app)
+    admin_pages.add_routes(app)
     download_pages.add_routes(app)
     compute_pages.add_routes(app)
     return app

@@ -145,6 +145,11 @@ class FederationSection:
     auto_connect: bool = setting(
         False, "Peer with every node announced through the federation (off: only those added)."
     )
+    auto_connect_private: bool = setting(
+        False,
+        "Let auto_connect reach announced nodes on private and loopback addresses (a LAN "
+        "federation); otherwise only peers an operator adds may be on them.",
+    )
 
 
 @dataclass

@@ -10,15 +10,13 @@ resolved at check time.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from node.p2p.outgoing import PeerError, get_capped
+from node.p2p.outgoing import PeerError, get_capped, refuse_private
 
 MAX_PAGE = 512 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
@@ -34,26 +32,13 @@ class ProofResult:
         return {"url": self.url, "verified": self.verified, "detail": self.detail}
 
 
-async def _public_address(host: str) -> str | None:
-    """None when every address ``host`` resolves to is public; else why not."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            return f"{host} resolves to a non-public address ({address})"
-    return None
-
-
 async def check_url(url: str, did: str, *, allow_private: bool = False) -> ProofResult:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ProofResult(url, False, "not an http(s) URL")
-    if not allow_private and (why := await _public_address(parts.hostname)):
-        return ProofResult(url, False, why)
     try:
+        if not allow_private:
+            await refuse_private(url)
         page = await get_capped(url, MAX_PAGE, TIMEOUT)
     except PeerError as exc:
         return ProofResult(url, False, exc.message)

@@ -3,6 +3,11 @@ redirects (DESIGN.md section 4). Only peers and URLs an operator named are conta
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
 import aiohttp
 
 from node.errors import CivitasError
@@ -30,3 +35,20 @@ async def get_capped(url: str, limit: int, limits: aiohttp.ClientTimeout = TIMEO
     if len(body) > limit:
         raise PeerError(f"{url} sent more than {limit} bytes")
     return body
+
+
+async def refuse_private(url: str) -> None:
+    """PeerError unless every address ``url``'s host resolves to is public (DESIGN.md
+    section 4: private, loopback and link-local addresses only for peers an operator
+    named). Checked when connecting, so a name that later resolves inward is caught."""
+    host = urlsplit(url).hostname
+    if not host:
+        raise PeerError(f"{url} names no host")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PeerError(f"cannot resolve {host}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise PeerError(f"{host} resolves to a non-public address ({address})")

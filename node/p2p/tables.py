@@ -103,6 +103,9 @@ peers = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failing_since", sa.BigInteger, nullable=True),
     sa.Column("next_try", sa.BigInteger, nullable=True),  # backing off until then
+    # Added by the operator (may be on a private address), or auto-connected from an
+    # announcement (public addresses only, checked at every connection).
+    sa.Column("explicit", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 # Projection of ``node`` records: the nodes this one has heard of, newest announcement wins.

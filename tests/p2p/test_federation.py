@@ -353,8 +353,15 @@ async def test_nodes_announce_themselves_and_may_auto_connect(tmp_path: Path) ->
 
                 (announced,) = await wait_for(c_knows_a, "A's announcement on C")
                 assert announced["url"] == a.url and announced["software"].startswith("civitas/")
+                # A announced a loopback address: an operator may add it, auto-connect may not.
+                await c.node.federation.sync_all(force=True)
+                assert a.node.node_key.did not in {
+                    p.did for p in await c.node.federation.list_peers()
+                }
+                c.node.federation.auto_connect_private = True  # a LAN federation
                 await c.node.federation.sync_all(force=True)
                 peer = await c.node.federation.peer(a.node.node_key.did)  # connected itself
+                assert peer.explicit is False
                 assert peer.url == a.url
 
 

@@ -29,7 +29,7 @@ from node.p2p.federation.signing import sign_request
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, get_meta
-from node.p2p.outgoing import TIMEOUT, PeerError, get_capped
+from node.p2p.outgoing import TIMEOUT, PeerError, get_capped, refuse_private
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
@@ -65,6 +65,7 @@ class Peer:
     failures: int = 0
     failing_since: int | None = None
     next_try: int | None = None
+    explicit: bool = True
 
     def public(self) -> dict[str, Any]:
         return {**self.__dict__, "behind": max(0, self.their_high - self.cursor)}
@@ -85,6 +86,7 @@ def _peer(row: Any) -> Peer:
         row.failures,
         row.failing_since,
         row.next_try,
+        row.explicit,
     )
 
 
@@ -114,6 +116,7 @@ class Federation:
         self.max_pushed_per_minute = max_pushed_per_minute
         self.name = name
         self.auto_connect = auto_connect
+        self.auto_connect_private = False  # a LAN federation may allow private addresses
         self.author_records_per_day = author_records_per_day
         self.public_url = ""  # set once known (configured, or the bound port)
         self._buckets: dict[str, _Bucket] = {}
@@ -147,10 +150,16 @@ class Federation:
 
     # --- peers -----------------------------------------------------------------------------
 
-    async def add_peer(self, url: str, expected_did: str | None = None) -> Peer:
+    async def add_peer(
+        self, url: str, expected_did: str | None = None, *, explicit: bool = True
+    ) -> Peer:
+        """Peer with the node at ``url``; ``explicit``: the operator named it (it may be on
+        a private address), else an announced node (public addresses only)."""
         url = url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise BadRequest("a peer URL starts with http:// or https://")
+        if not explicit and not self.auto_connect_private:
+            await refuse_private(url)
         import json
 
         try:
@@ -165,7 +174,11 @@ class Federation:
         async with self.db.write() as conn:
             if await conn.scalar(sa.select(peers.c.did).where(peers.c.did == did)) is not None:
                 raise Conflict(f"{did} is a peer already")
-            await conn.execute(peers.insert().values(did=did, url=url, name=name, added=now_ms()))
+            await conn.execute(
+                peers.insert().values(
+                    did=did, url=url, name=name, added=now_ms(), explicit=explicit
+                )
+            )
         self._pull_now.set()
         return await self.peer(did)
 
@@ -385,7 +398,7 @@ class Federation:
             if known["peer"] or known["self"]:
                 continue
             try:
-                await self.add_peer(known["url"], expected_did=known["did"])
+                await self.add_peer(known["url"], expected_did=known["did"], explicit=False)
             except CivitasError as exc:
                 log.info(
                     "announced node not connected", extra={"url": known["url"], "why": exc.message}
@@ -407,6 +420,8 @@ class Federation:
                     report[peer.did] = {"skipped": "backing off after errors"}
                     continue
                 try:
+                    if not peer.explicit and not self.auto_connect_private:
+                        await refuse_private(peer.url)  # announced, not named: public only
                     pulled = await self.pull(peer)
                     pushed = await self.push(await self.peer(peer.did))
                 except CivitasError as exc:
@@ -483,6 +498,8 @@ class Federation:
                     if peer.next_try is not None and peer.next_try > now_ms():
                         continue  # failing: the pull loop retries it, with backoff
                     try:
+                        if not peer.explicit and not self.auto_connect_private:
+                            await refuse_private(peer.url)
                         await self.push(peer)
                     except CivitasError as exc:
                         await self._failed(peer, exc.message)
