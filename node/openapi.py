@@ -443,6 +443,11 @@ PAGES: dict[str, dict[str, Any]] = {
         ),
         "post": _page("Queue a generation job without JavaScript", form=FORM),
     },
+    "/jobs/{id}/publish": {
+        "post": _page(
+            "Publish a finished training job's LoRA (the requester)", params=_params(ID), form=FORM
+        )
+    },
     "/jobs/{id}": {
         "get": _page("A job, live: state, queue position, progress, results", params=_params(ID))
     },
@@ -511,6 +516,43 @@ PAGES: dict[str, dict[str, Any]] = {
         "post": _page(
             "Show an image held as a near copy (moderator)",
             params=_params(("id", "path", "string")),
+            form=FORM,
+        )
+    },
+    "/admin/federation": {
+        "get": _page("Peers, nodes heard of, blocked authors, takedown-list subscriptions (admin)")
+    },
+    "/admin/federation/peers": {"post": _page("Add a peer by URL (admin)", form=FORM)},
+    "/admin/federation/peers/{did}/remove": {
+        "post": _page("Remove a peer (admin)", params=_params(("did", "path", "string")), form=FORM)
+    },
+    "/admin/federation/peers/{did}/block": {
+        "post": _page("Block a peer (admin)", params=_params(("did", "path", "string")), form=FORM)
+    },
+    "/admin/federation/peers/{did}/unblock": {
+        "post": _page(
+            "Unblock a peer (admin)", params=_params(("did", "path", "string")), form=FORM
+        )
+    },
+    "/admin/federation/sync": {"post": _page("Sync with every peer now (admin)", form=FORM)},
+    "/admin/federation/authors/block": {
+        "post": _page("Block an author's key, with a reason (admin)", form=FORM)
+    },
+    "/admin/federation/authors/{did}/unblock": {
+        "post": _page(
+            "Unblock an author (admin)", params=_params(("did", "path", "string")), form=FORM
+        )
+    },
+    "/admin/federation/authors/unfreeze": {
+        "post": _page("Settle a frozen identity: the key to keep (admin)", form=FORM)
+    },
+    "/admin/federation/subscriptions": {
+        "post": _page("Subscribe to a node's takedown list (admin)", form=FORM)
+    },
+    "/admin/federation/subscriptions/{did}/remove": {
+        "post": _page(
+            "Unsubscribe from a takedown list (admin)",
+            params=_params(("did", "path", "string")),
             form=FORM,
         )
     },
