@@ -110,6 +110,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         author_records_per_day=config.federation.author_records_per_day,
     )
     federation.auto_connect_private = config.federation.auto_connect_private
+    federation.torrent_hints = index.remote_hints  # peers' BitTorrent addresses, for magnets
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     views = CatalogViews(db)
     views.torrent_index = index
@@ -227,16 +228,19 @@ def set_public_url(app: web.Application, url: str) -> None:
     app[NODE].catalog.views.base_url = url
     app[NODE].torrents.base_url = url
     app[NODE].federation.public_url = url
-    _set_peer_hint(app[NODE])
+    _set_peer_hint(app)
 
 
-def _set_peer_hint(node: Node) -> None:
+def _set_peer_hint(app: web.Application) -> None:
     """Magnets name this node's BitTorrent address (x.pe) once its port is known."""
     from urllib.parse import urlsplit
+
+    node, node_info = app[NODE], app[p2p_routes.NODE_INFO]
 
     host = urlsplit(node.torrents.base_url).hostname
     if node.engine is not None and node.engine.session is not None and host:
         node.torrents.peer_hints = [f"{host}:{node.engine.listen_port}"]
+        node_info.bittorrent = node.torrents.peer_hints[0]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -291,7 +295,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
             yield
             return
         await node.engine.start()
-        _set_peer_hint(node)
+        _set_peer_hint(_app)
         await node.catalog.fetcher.start()
         yield
         await node.catalog.fetcher.stop()

@@ -83,6 +83,9 @@ def civitai_meta(meta_json: str) -> dict[str, Any] | None:
     return meta or None
 
 
+MAX_PEER_HINTS = 8
+
+
 class CatalogViews:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -99,9 +102,14 @@ class CatalogViews:
         return f"{self.base_url}/images/{sha256}/{transform}/{int_id}.{EXTENSIONS.get(mime, 'png')}"
 
     def magnet_for(self, row: Any) -> str:
-        """A magnet for a file this node does not hold: its tracker, no web seed or peer."""
+        """A magnet for a file this node does not hold: its tracker and the peers' BitTorrent
+        addresses (the node that published it is among them), no web seed."""
         trackers = self.torrent_index.trackers() if self.torrent_index else []
-        return magnet(row.infohash, row.name, row.size, trackers)
+        return magnet(row.infohash, row.name, row.size, trackers, [], self._remote_hints())
+
+    def _remote_hints(self) -> list[str]:
+        index = self.torrent_index
+        return sorted(set(index.remote_hints.values()))[:MAX_PEER_HINTS] if index else []
 
     def _torrent_links(self, row: Any) -> dict[str, str]:
         if not row.infohash:
@@ -109,7 +117,7 @@ class CatalogViews:
         index = self.torrent_index
         trackers = index.trackers() if index else []
         seeds = index.web_seeds(row.sha256) if index else []
-        peers = index.peer_hints if index else []
+        peers = (index.peer_hints if index else []) + self._remote_hints()
         return {
             "magnet": magnet(row.infohash, row.name, row.size, trackers, seeds, peers),
             "torrentUrl": f"{self.base_url}/federation/v1/torrents/{row.infohash}",

@@ -19,6 +19,7 @@ class NodeInfo:
     version: str
     public_url: str  # set to the bound address at startup when not configured
     log: RecordLog
+    bittorrent: str | None = None  # "host:port" of the node's libtorrent, once listening
 
     async def describe(self) -> dict[str, object]:
         base = self.public_url
@@ -34,6 +35,8 @@ class NodeInfo:
                 "federation": f"{base}/federation/v1",
                 "health": f"{base}/healthz",
             },
+            # Where this node's BitTorrent session listens: peers name it in magnets (x.pe).
+            "bittorrent": self.bittorrent,
         }
 
 

@@ -34,6 +34,8 @@ class TorrentIndex:
     store: FileStore
     base_url: str = ""
     peer_hints: list[str] = field(default_factory=list)  # "host:port" of our libtorrent
+    # Federation peers' BitTorrent addresses by did, learnt from their /.well-known.
+    remote_hints: dict[str, str] = field(default_factory=dict)
 
     async def get(self, infohash: str) -> tuple[TorrentMeta, str] | None:
         async with self.db.read() as conn:

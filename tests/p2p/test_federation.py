@@ -434,3 +434,27 @@ async def test_a_per_author_quota_limits_what_peers_deliver(
     assert await resp.json() == {"accepted": 3, "rejected": ["author_quota"]}
     assert await b.node.log.get(batch[2].id) is None
     assert await b.node.log.get(batch[3].id) is not None  # other authors are not affected
+
+
+async def test_magnets_name_the_peers_bittorrent_addresses(tmp_path: Path) -> None:
+    """B's magnet for A's file (which B does not hold) names A's BitTorrent address."""
+    from node.catalog.fetch import parse_magnet
+    from tests.moderation.conftest import peer
+    from tests.moderation.conftest import start_node as start_full_node
+
+    async for a in start_full_node(tmp_path / "a"):
+        async for b in start_full_node(tmp_path / "b"):
+            info = await (await a.client.get("/.well-known/civitas")).json()
+            assert a.node.engine is not None
+            assert info["bittorrent"] == f"127.0.0.1:{a.node.engine.listen_port}"
+            await peer(a, b)
+            alice = await a.node.accounts.add_user("alice", PASSWORD)
+            await a.node.catalog.publish_path(
+                alice.did, lora_file(tmp_path / "m.safetensors", 3), {"name": "Fox"}
+            )
+            await wait_for(lambda b=b: models_on(b), "the model on B")
+            await b.node.federation.sync_all(force=True)
+            (model,) = await models_on(b)
+            magnet = model["modelVersions"][0]["files"][0]["civitas"]["magnet"]
+            _, _, _, hints = parse_magnet(magnet)
+            assert ("127.0.0.1", a.node.engine.listen_port) in hints

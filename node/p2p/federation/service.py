@@ -117,6 +117,7 @@ class Federation:
         self.name = name
         self.auto_connect = auto_connect
         self.auto_connect_private = False  # a LAN federation may allow private addresses
+        self.torrent_hints: dict[str, str] = {}  # peers' BitTorrent "host:port" by did
         self.author_records_per_day = author_records_per_day
         self.public_url = ""  # set once known (configured, or the bound port)
         self._buckets: dict[str, _Bucket] = {}
@@ -316,8 +317,23 @@ class Federation:
 
     # --- pull and push --------------------------------------------------------------------
 
+    async def _learn_torrent_address(self, peer: Peer) -> None:
+        """The peer's BitTorrent address, for magnets' peer hints (best effort)."""
+        import json
+
+        try:
+            info = json.loads(await self._get(f"{peer.url}/.well-known/civitas", 64 * 1024))
+        except (PeerError, ValueError):
+            return
+        hint = info.get("bittorrent") if isinstance(info, dict) else None
+        if isinstance(hint, str) and 0 < len(hint) <= 300 and ":" in hint:
+            self.torrent_hints[peer.did] = hint
+        else:
+            self.torrent_hints.pop(peer.did, None)
+
     async def pull(self, peer: Peer) -> int:
         """Read the peer's log from our cursor; return how many records were new."""
+        await self._learn_torrent_address(peer)
         cursor, epoch, total = peer.cursor, peer.epoch, 0
         while True:
             page = wire.decode_page(
