@@ -94,7 +94,24 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     return request.app[RENDERER].render(request, "job.html", title=f"Job {job_id}", job=job)
 
 
+@page
+async def publish_lora(request: web.Request) -> web.StreamResponse:
+    """The job page's "Publish this LoRA" form: a new model authored by the requester."""
+    form = await request.post()
+    who = check_form_token(request, str(form.get(FORM_FIELD, "")))
+    try:
+        job_id = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("no such job") from None
+    data = {"name": str(form.get("name", "")).strip()}
+    if not data["name"]:
+        raise BadRequest("give the LoRA a name")
+    published = await request.app[COMPUTE].desk.publish_lora(job_id, who, data)
+    raise web.HTTPSeeOther(f"/models/{published['model_id']}")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/generate", generate_page)
     app.router.add_post("/generate", submit_generate)
     app.router.add_get("/jobs/{id}", job_page)
+    app.router.add_post("/jobs/{id}/publish", publish_lora)

@@ -43,7 +43,8 @@ class JobSpec:
     loras: tuple[LoraRef, ...] = field(default_factory=tuple)
 
 
-def _int(data: Mapping[str, Any], name: str, lo: int, hi: int, default: Any = ...) -> int:
+def int_field(data: Mapping[str, Any], name: str, lo: int, hi: int, default: Any = ...) -> int:
+    """``data[name]`` as an integer in ``[lo, hi]`` (``default`` when absent, if given)."""
     value = data.get(name, default)
     if value is ...:
         raise BadRequest(f"{name!r} is required")
@@ -80,7 +81,7 @@ def decimal_text(value: Any, name: str, lo: Decimal, hi: Decimal) -> str:
 
 
 def _side(data: Mapping[str, Any], name: str, default: int) -> int:
-    value = _int(data, name, MIN_SIDE, MAX_SIDE, default)
+    value = int_field(data, name, MIN_SIDE, MAX_SIDE, default)
     if value % 8:
         raise BadRequest(f"{name!r} must be a multiple of 8; got {value}")
     return value
@@ -91,11 +92,11 @@ def _seed(data: Mapping[str, Any], fresh_seed: int, count: int = 1) -> int:
     seed = data.get("seed")
     if seed is None or seed == -1:
         return fresh_seed % (SEED_LIMIT - MAX_COUNT)
-    return _int(data, "seed", 0, SEED_LIMIT - 1 - count)
+    return int_field(data, "seed", 0, SEED_LIMIT - 1 - count)
 
 
 def _version(data: Mapping[str, Any], name: str = "model_version_id") -> int:
-    return _int(data, name, 1, 2**53)
+    return int_field(data, name, 1, 2**53)
 
 
 def _loras(data: Mapping[str, Any]) -> tuple[LoraRef, ...]:
@@ -136,7 +137,7 @@ def check_generate(
     if unknown:
         raise BadRequest(f"unknown field {sorted(unknown)[0]!r} in a generation job")
     width, height = _side(data, "width", 512), _side(data, "height", 512)
-    count = _int(data, "count", 1, MAX_COUNT, 1)
+    count = int_field(data, "count", 1, MAX_COUNT, 1)
     sampler = _text(data, "sampler", 64, "Euler a")
     if sampler not in samplers:
         raise BadRequest(f"unknown sampler {sampler!r}; known: {', '.join(samplers)}")
@@ -150,7 +151,7 @@ def check_generate(
         "prompt": _text(data, "prompt", MAX_PROMPT),
         "negative_prompt": _text(data, "negative_prompt", MAX_PROMPT, ""),
         "seed": _seed(data, fresh_seed, count),
-        "steps": _int(data, "steps", 1, MAX_STEPS, 20),
+        "steps": int_field(data, "steps", 1, MAX_STEPS, 20),
         "cfg_scale": decimal_text(data.get("cfg_scale", "7"), "cfg_scale", Decimal(0), Decimal(30)),
         "sampler": sampler,
         "width": width,
@@ -192,8 +193,8 @@ def check_train(
     params = {
         "name": name or trigger or "my LoRA",
         "trigger_word": trigger,
-        "steps": _int(data, "steps", 1, MAX_TRAIN_STEPS, 500),
-        "rank": _int(data, "rank", 1, MAX_RANK, 8),
+        "steps": int_field(data, "steps", 1, MAX_TRAIN_STEPS, 500),
+        "rank": int_field(data, "rank", 1, MAX_RANK, 8),
         "learning_rate": rate,
         "resolution": resolution,
         "seed": _seed(data, fresh_seed),

@@ -162,7 +162,7 @@ class JobQueue:
             raise NotFound(f"no job {job_id} on this node")
         return row
 
-    async def _visible_row(self, conn: AsyncConnection, job_id: int, who: Principal) -> Any:
+    async def visible_row(self, conn: AsyncConnection, job_id: int, who: Principal) -> Any:
         row = await self._row(conn, job_id)
         if not who.is_admin and (who.user is None or who.user.id != row.requester_id):
             raise NotFound(f"no job {job_id} of yours on this node")
@@ -170,7 +170,7 @@ class JobQueue:
 
     async def get(self, job_id: int, who: Principal) -> dict[str, Any]:
         async with self.db.read() as conn:
-            return await self._describe(conn, await self._visible_row(conn, job_id, who))
+            return await self._describe(conn, await self.visible_row(conn, job_id, who))
 
     async def mine(self, who: Principal, limit: int = 50) -> list[dict[str, Any]]:
         query = sa.select(compute_jobs).order_by(compute_jobs.c.id.desc()).limit(limit)
@@ -237,7 +237,7 @@ class JobQueue:
 
     async def cancel(self, job_id: int, who: Principal) -> dict[str, Any]:
         async with self.db.write() as conn:
-            row = await self._visible_row(conn, job_id, who)
+            row = await self.visible_row(conn, job_id, who)
             if row.state in FINISHED:
                 raise Conflict(f"job {job_id} is {row.state} already")
             await self._finish(conn, job_id, "cancelled", error="cancelled by its requester")
@@ -274,7 +274,7 @@ class JobQueue:
                 kinds = kinds & check_kinds(data["kinds"])
             max_pixels = min(
                 worker.max_pixels,
-                params._int(data, "max_pixels", 1, 2**40, worker.max_pixels),
+                params.int_field(data, "max_pixels", 1, 2**40, worker.max_pixels),
             )
             caps = fairness.Capabilities(kinds, max_pixels)
             now = self.clock()
@@ -354,7 +354,7 @@ class JobQueue:
         report: dict[str, Any] = {}
         for key in ("step", "total", "image", "images"):
             if key in data:
-                report[key] = params._int(data, key, 0, 10**9)
+                report[key] = params.int_field(data, key, 0, 10**9)
         for key in ("loss", "stage"):
             if key in data:
                 value = data[key]

@@ -26,11 +26,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog import schemas
 from node.catalog.images import ImageInfo, inspect_image
 from node.catalog.publish import ModelFields, Publisher, VersionFields, record_safe
 from node.catalog.tables import images as image_rows
+from node.catalog.tables import model_versions, models
 from node.compute.queue import JobQueue
 from node.compute.requests import expected_parameters
 from node.compute.tables import compute_jobs, compute_workers
@@ -196,18 +198,26 @@ class ResultDesk:
                     f"output {i}'s attestation is not {did}'s signature of its SHA256"
                 ) from None
             blobs.append(path)
-        if row.kind == "generate":
-            results = await self._publish_images(row, lease, did, outputs, blobs)
-        else:
-            results = await self._check_lora(row, lease, outputs[0], blobs[0])
-        await self._done(row, did, results)
+        images = (
+            await self._prepare_images(row, lease, did, outputs, blobs)
+            if row.kind == "generate"
+            else []
+        )
+        lora = await self._check_lora(lease, outputs[0], blobs[0]) if row.kind == "train" else []
+        # One transaction: the lease is still ours, the images are appended, the job is done.
+        async with self.queue.db.write() as conn:
+            await self.queue.held(conn, job_id, did)
+            results = await self._append_images(conn, images, lease) if images else lora
+            await self._mark_done(conn, row, did, len(outputs), results)
+        self.queue.events.notify(job_id)
         if row.kind == "generate":  # the images are in the file store now
             await self.discard(job_id)
         return {"state": "done", "results": results}
 
-    async def _publish_images(
+    async def _prepare_images(
         self, row: Any, lease: dict[str, Any], did: str, outputs: list[Output], blobs: list[Path]
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[ImageInfo, Record]]:
+        """Check each image, sign its record as the requester, put its bytes in the store."""
         p = lease["params"]
         texts = expected_parameters(lease)
         checked = []
@@ -221,49 +231,56 @@ class ResultDesk:
         log, store = self.publisher.log, self.publisher.store
         if await log.blocked_among([author.did]):
             raise AuthorBlocked("this node blocked the requester's author key")
-        records: list[Record] = []
-        for (info, _), out in zip(checked, outputs, strict=True):
+        prepared: list[tuple[ImageInfo, Record]] = []
+        for (info, path), out in zip(checked, outputs, strict=True):
             gate = self.publisher.gate
             if gate is not None and (reason := await gate.refuse_file(info.sha256)):
                 raise Forbidden(reason)
-            body = _image_body(info, row.version_id, did, out.sig)
-            record = sign_record(author, schemas.IMAGE, body)
+            record = sign_record(
+                author, schemas.IMAGE, _image_body(info, row.version_id, did, out.sig)
+            )
             log.types.check_body(record)
-            records.append(record)
-        stored = []
-        for info, path in checked:
             temp = store.temp_path()
             await asyncio.to_thread(shutil.copyfile, path, temp)
-            stored.append(await asyncio.to_thread(store.commit_temp, temp, info.sha256))
-        async with self.queue.db.write() as conn:
-            for (info, _), at in zip(checked, stored, strict=True):
-                await store.add_row(conn, info.sha256, info.size, at, in_place=False)
-            for record in records:
-                await log.append_in(conn, record)
-        async with self.queue.db.read() as conn:
-            ints = dict(
-                (
-                    await conn.execute(
-                        sa.select(image_rows.c.id, image_rows.c.int_id).where(
-                            image_rows.c.id.in_([r.id for r in records])
-                        )
+            await asyncio.to_thread(store.commit_temp, temp, info.sha256)
+            prepared.append((info, record))
+        return prepared
+
+    async def _append_images(
+        self,
+        conn: AsyncConnection,
+        images: list[tuple[ImageInfo, Record]],
+        lease: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        store, log = self.publisher.store, self.publisher.log
+        for info, record in images:
+            path = store.path_for(info.sha256)
+            await store.add_row(conn, info.sha256, info.size, path, in_place=False)
+            await log.append_in(conn, record)
+        ints = dict(
+            (
+                await conn.execute(
+                    sa.select(image_rows.c.id, image_rows.c.int_id).where(
+                        image_rows.c.id.in_([r.id for _, r in images])
                     )
-                ).all()
-            )
+                )
+            ).all()
+        )
+        seed = lease["params"]["seed"]
         return [
             {
                 "kind": "image",
                 "sha256": info.sha256,
                 "image_id": ints.get(record.id),
                 "record_id": record.id.hex(),
-                "seed": p["seed"] + i,
+                "seed": seed + i,
                 "url": f"/images/{info.sha256}/original=true/{ints.get(record.id)}.png",
             }
-            for i, ((info, _), record) in enumerate(zip(checked, records, strict=True))
+            for i, (info, record) in enumerate(images)
         ]
 
     async def _check_lora(
-        self, row: Any, lease: dict[str, Any], out: Output, path: Path
+        self, lease: dict[str, Any], out: Output, path: Path
     ) -> list[dict[str, Any]]:
         from node.compute.lora_check import check_lora
 
@@ -285,41 +302,41 @@ class ResultDesk:
             }
         ]
 
-    async def _done(self, row: Any, did: str, results: list[dict[str, Any]]) -> None:
+    async def _mark_done(
+        self, conn: AsyncConnection, row: Any, did: str, outputs: int, results: list[Any]
+    ) -> None:
         now = self.queue.clock()
-        async with self.queue.db.write() as conn:
-            await conn.execute(
-                compute_jobs.update()
-                .where(compute_jobs.c.id == row.id)
-                .values(
-                    state="done",
-                    results=json.dumps(results),
-                    worker=did,
-                    error=None,
-                    updated=now,
-                    finished=now,
-                    lease_worker=None,
-                    lease_until=None,
-                )
+        await conn.execute(
+            compute_jobs.update()
+            .where(compute_jobs.c.id == row.id)
+            .values(
+                state="done",
+                results=json.dumps(results),
+                worker=did,
+                error=None,
+                updated=now,
+                finished=now,
+                lease_worker=None,
+                lease_until=None,
             )
-            await conn.execute(
-                compute_workers.update()
-                .where(compute_workers.c.did == did)
-                .values(
-                    jobs_done=compute_workers.c.jobs_done + 1,
-                    outputs=compute_workers.c.outputs + len(results),
-                    busy_ms=compute_workers.c.busy_ms + max(0, now - (row.leased_at or now)),
-                    last_seen=now,
-                )
+        )
+        await conn.execute(
+            compute_workers.update()
+            .where(compute_workers.c.did == did)
+            .values(
+                jobs_done=compute_workers.c.jobs_done + 1,
+                outputs=compute_workers.c.outputs + outputs,
+                busy_ms=compute_workers.c.busy_ms + max(0, now - (row.leased_at or now)),
+                last_seen=now,
             )
-        self.queue.events.notify(row.id)
+        )
 
     async def publish_lora(
         self, job_id: int, who: Principal, data: dict[str, Any]
     ) -> dict[str, Any]:
         """Publish a finished training job's LoRA as a new model, authored by its requester."""
         async with self.queue.db.read() as conn:
-            row = await self.queue._visible_row(conn, job_id, who)
+            row = await self.queue.visible_row(conn, job_id, who)
         if row.kind != "train" or row.state != "done":
             raise Conflict(f"job {job_id} is not a finished training job")
         results = json.loads(row.results)
@@ -355,8 +372,6 @@ class ResultDesk:
         finally:
             await asyncio.to_thread(staged_copy.unlink, missing_ok=True)
         async with self.queue.db.read() as conn:
-            from node.catalog.tables import model_versions, models
-
             model_int = await conn.scalar(
                 sa.select(models.c.int_id).where(models.c.root_id == published.model_root)
             )

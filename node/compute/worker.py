@@ -144,7 +144,12 @@ class Worker:
                 for link in links:
                     try:
                         answer = await link.pop(self.options.kinds, self.options.max_pixels)
-                    except (NodeUnreachable, RemoteError) as exc:
+                    except RemoteError as exc:
+                        if exc.status == 401:  # not registered there: nothing will change
+                            raise CivitasError(f"{link.base_url}: {exc.message}") from None
+                        log.warning("pop refused", extra={"node": link.base_url, "error": str(exc)})
+                        continue
+                    except NodeUnreachable as exc:
                         log.warning("pop failed", extra={"node": link.base_url, "error": str(exc)})
                         continue
                     if answer.get("job") is None:

@@ -68,7 +68,7 @@ class WorkerRegistry:
         if not isinstance(name, str) or len(name) > MAX_WORKER_NAME:
             raise BadRequest(f"'name' must be a string of at most {MAX_WORKER_NAME} characters")
         kinds = check_kinds(data.get("kinds", list(JOB_KINDS)))
-        max_pixels = params._int(data, "max_pixels", 64 * 64, 2**40, 1024 * 1024)
+        max_pixels = params.int_field(data, "max_pixels", 64 * 64, 2**40, 1024 * 1024)
         device = data.get("device", "cpu")
         if not isinstance(device, str) or not device or len(device) > 16:
             raise BadRequest("'device' must be a short name such as cuda or cpu")

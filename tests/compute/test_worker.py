@@ -170,9 +170,20 @@ async def test_training_makes_a_lora_that_changes_the_output(
     assert done["state"] == "done", done
     assert done["progress"].get("step") and "loss" in done["progress"]
 
-    resp = await live.post(f"/api/jobs/{job['id']}/publish", json={}, headers=auth)
-    assert resp.status == 201, await resp.text()
-    lora_version = (await resp.json())["model_version_id"]
+    page = await (await live.get(f"/jobs/{job['id']}", headers=auth)).text()
+    assert "Publish this LoRA" in page
+    resp = await live.post(
+        f"/jobs/{job['id']}/publish",
+        data={"name": "Fox style"},
+        headers=auth,
+        allow_redirects=False,
+    )
+    assert resp.status == 303, await resp.text()
+    published = (await _job(live, auth, job["id"]))["results"][0]["published"]
+    assert resp.headers["Location"] == f"/models/{published['model_id']}"
+    again = await live.post(f"/api/jobs/{job['id']}/publish", json={}, headers=auth)
+    assert again.status == 409  # a draft is published once
+    lora_version = published["model_version_id"]
     version = await (await live.get(f"/api/v1/model-versions/{lora_version}")).json()
     assert version["model"]["type"] == "LORA" and version["trainedWords"] == ["foxstyle"]
     lora_file = await (await live.get(f"/api/download/models/{lora_version}")).read()
@@ -255,6 +266,7 @@ async def test_a_worker_process_and_a_killed_one(
             proc.send_signal(signal.SIGKILL)
         await proc.wait()
     assert (await _job(live, auth, job["id"]))["state"] == "running"
+    assert (tmp_path / "doomed.key").stat().st_mode & 0o777 == 0o600  # made on its first run
     for _ in range(100):  # the lease lapses; the reaper requeues the job
         shown = await _job(live, auth, job["id"])
         if shown["state"] == "queued":
@@ -274,3 +286,14 @@ async def test_a_worker_process_and_a_killed_one(
     assert done["worker"] == by_name["rescuer"]["did"]
     image = await live.get(done["results"][1]["url"])
     assert hashlib.sha256(await image.read()).hexdigest().upper() == done["results"][1]["sha256"]
+
+
+async def test_an_unregistered_worker_without_a_token_stops_and_says_why(
+    live: TestClient, tmp_path: Path, tiny: Any
+) -> None:
+    from node.errors import CivitasError
+
+    worker = Worker(_options(live, tmp_path, tiny, "stranger"), SigningKey.generate())
+    with pytest.raises(CivitasError, match="not registered on this node"):
+        await asyncio.wait_for(worker.run(), 10)
+    worker.close()
