@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog.overrides import set_override
 from node.catalog.schemas import RATINGS
@@ -338,15 +339,7 @@ class ModerationService:
                     sa.select(takedown_notices).where(takedown_notices.c.id == notice_id)
                 )
             ).first()
-            named = set(
-                (
-                    await conn.execute(
-                        sa.select(notice_targets.c.target).where(
-                            notice_targets.c.notice_id == notice_id
-                        )
-                    )
-                ).scalars()
-            )
+            named = await _named(conn, notice_id)
         if notice is None:
             raise NotFound("no such takedown notice here")
         if notice.invalid and verdict != "reject":
@@ -480,15 +473,7 @@ class ModerationService:
                     sa.select(takedown_notices).where(takedown_notices.c.id == row.notice_id)
                 )
             ).first()
-            named = set(
-                (
-                    await conn.execute(
-                        sa.select(notice_targets.c.target).where(
-                            notice_targets.c.notice_id == row.notice_id
-                        )
-                    )
-                ).scalars()
-            )
+            named = await _named(conn, row.notice_id)
             sub = (
                 await conn.execute(sa.select(subscriptions).where(subscriptions.c.did == row.node))
             ).first()
@@ -617,19 +602,7 @@ class ModerationService:
                     .where(takedown_decisions.c.id == decision_id)
                 )
             ).first()
-            named = (
-                set(
-                    (
-                        await conn.execute(
-                            sa.select(notice_targets.c.target).where(
-                                notice_targets.c.notice_id == row.notice_id
-                            )
-                        )
-                    ).scalars()
-                )
-                if row is not None
-                else set()
-            )
+            named = await _named(conn, row.notice_id) if row is not None else set()
         if row is None:
             raise NotFound("no such decision here")
         if row.outcome != "queued":
@@ -990,6 +963,14 @@ class ModerationService:
                 ).scalars()
             )
         return [await self.notice(i) for i in ids]
+
+
+async def _named(conn: AsyncConnection, notice_id: bytes) -> set[str]:
+    """The targets (``kind:hex``) a notice names: all a decision on it may act on."""
+    rows = await conn.execute(
+        sa.select(notice_targets.c.target).where(notice_targets.c.notice_id == notice_id)
+    )
+    return set(rows.scalars())
 
 
 def _decision(d: Any) -> dict[str, Any]:
