@@ -32,6 +32,7 @@ from node.moderation.tables import (
     audit_log,
     counter_notices,
     decision_outcomes,
+    enforced_records,
     notice_contacts,
     notice_targets,
     reports,
@@ -44,6 +45,7 @@ from node.p2p.keys import SigningKey, public_key_from_did
 from node.p2p.log import RecordLog
 from node.p2p.outgoing import PeerError, get_capped
 from node.p2p.records import Record, now_ms, sign_record, verify_record
+from node.p2p.rotation import identity_of
 from node.p2p.tables import nodes, peers, records
 
 log = logging.getLogger("civitas.moderation")
@@ -648,6 +650,11 @@ class ModerationService:
             )
         if exists is None:
             raise NotFound("no such takedown notice here")
+        if not await self._authored_target(record.author, notice_id):
+            raise Forbidden(
+                "only the creator of the content a notice names may answer it, and this node "
+                "knows no content of yours that this notice names"
+            )
         await self.log.accept_verified([record])
         async with self.db.write() as conn:
             await queue_review(conn, "counter", notice_id, f"counter-notice {record.id.hex()}")
@@ -659,6 +666,34 @@ class ModerationService:
                 record.id.hex(),
             )
         return await self.notice(notice_id)
+
+    async def _authored_target(self, did: str, notice_id: bytes) -> bool:
+        """Whether ``did`` (or another key of its identity) signed something the notice
+        names, directly or as taken down by a decision on it."""
+        async with self.db.read() as conn:
+            direct = [
+                Target.parse(k).value
+                for k in await _named(conn, notice_id)
+                if k.split(":")[0] in ("model", "version", "image")
+            ]
+            taken = sa.select(enforced_records.c.record_id).where(
+                enforced_records.c.decision_id.in_(
+                    sa.select(takedown_decisions.c.id).where(
+                        takedown_decisions.c.notice_id == notice_id
+                    )
+                )
+            )
+            authors = set(
+                (
+                    await conn.execute(
+                        sa.select(records.c.author)
+                        .where(sa.or_(records.c.id.in_(direct), records.c.id.in_(taken)))
+                        .distinct()
+                    )
+                ).scalars()
+            )
+            mine = await identity_of(conn, did)
+            return any([await identity_of(conn, a) == mine for a in authors])
 
     # --- subscriptions and lists -----------------------------------------------------------------
 

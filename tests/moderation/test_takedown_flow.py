@@ -178,6 +178,13 @@ async def test_notice_decision_subscriptions_enforcement_and_reversal(
     assert any(i["kind"] == "held" for i in queue["items"])
     del bob
 
+    # Only the creator may answer the notice.
+    eve = await login_headers(a, "eve")
+    resp = await a.client.post(
+        f"/api/takedowns/{notice['id']}/counter", json={"statement": "me too"}, headers=eve
+    )
+    assert resp.status == 403 and "only the creator" in (await resp.json())["message"]
+
     # The creator files a counter-notice on A; the moderator reverses.
     alice_token = await a.node.accounts.create_token("alice")
     resp = await a.client.post(
