@@ -629,6 +629,19 @@ MODERATION: dict[str, dict[str, Any]] = {
             auth=True,
         ),
     },
+    "/api/moderation/images/{id}/rating": {
+        "post": _op(
+            "Re-rate an image on this node (moderator)", params=_params(ID), body=JSON, auth=True
+        ),
+    },
+    "/api/moderation/queue/{item}/close": {
+        "post": _op(
+            "Dismiss a queue item, e.g. a handled report (moderator)",
+            params=_params(("item", "path", "integer")),
+            body=JSON,
+            auth=True,
+        ),
+    },
     "/api/moderation/audit": {
         "get": _op(
             "The moderation audit log (moderator)",

@@ -305,7 +305,7 @@ async def apply_image(conn: AsyncConnection, record: Record) -> None:
             height=body["height"],
             mime=body["mime"],
             size=body["size"],
-            rating=body.get("rating", "PG"),
+            rating=(await override(conn, record.id)).rating or body.get("rating", "PG"),
             version_id=body.get("model_version"),
             meta=json.dumps(body.get("meta", {})),
             pdq=body.get("pdq"),

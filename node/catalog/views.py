@@ -469,6 +469,10 @@ class CatalogViews:
                 )
             ).first()
 
+    async def image_id_for_int(self, int_id: int) -> bytes | None:
+        async with self.db.read() as conn:
+            return await conn.scalar(sa.select(images.c.id).where(images.c.int_id == int_id))
+
     async def image(self, sha256: str) -> dict[str, Any] | None:
         """One image as its page shows it, or None.
 

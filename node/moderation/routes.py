@@ -141,6 +141,20 @@ async def review(request: web.Request) -> web.Response:
     return json_ok({"outcome": outcome})
 
 
+async def close_item(request: web.Request) -> web.Response:
+    who = require_moderator(request)
+    try:
+        item_id = int(request.match_info["item"])
+    except ValueError:
+        raise NotFound("a queue item id is an integer") from None
+    data = await read_json(request) if request.can_read_body else {}
+    note = data.get("note", "")
+    if not isinstance(note, str):
+        raise BadRequest("'note' must be a string")
+    await request.app[MODERATION].close_item(actor_name(who), item_id, note)
+    return json_ok({"closed": item_id})
+
+
 async def release_held(request: web.Request) -> web.Response:
     who = require_moderator(request)
     await request.app[MODERATION].release_held(actor_name(who), record_id(request))
@@ -165,6 +179,23 @@ async def rerate(request: web.Request) -> web.Response:
     await request.app[MODERATION].rerate(actor_name(who), root, await read_json(request))
     (model,) = await request.app[CATALOG].views.models_by_root([root])
     return json_ok({"model": model})
+
+
+async def rerate_image(request: web.Request) -> web.Response:
+    who = require_moderator(request)
+    try:
+        image_int = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("an image id is an integer") from None
+    views = request.app[CATALOG].views
+    image_id = await views.image_id_for_int(image_int)
+    if image_id is None:
+        raise NotFound(f"no image {image_int}")
+    data = await read_json(request)
+    if set(data) - {"rating"}:
+        raise BadRequest("an image takes only a rating")
+    await request.app[MODERATION].rerate(actor_name(who), image_id, data)
+    return json_ok({"image": {"id": image_int, "rating": data.get("rating")}})
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -228,11 +259,13 @@ def add_routes(app: web.Application, service: ModerationService) -> None:
     r.add_post("/api/takedowns/{id}/counter", counter)
     r.add_post("/api/takedowns/{id}/proof-check", proof_check)
     r.add_get("/api/moderation/queue", queue)
+    r.add_post("/api/moderation/queue/{item}/close", close_item)
     r.add_post("/api/moderation/decisions/{id}/review", review)
     r.add_post("/api/moderation/decisions/{id}/delete-files", confirm_delete)
     r.add_post("/api/moderation/held/{id}/release", release_held)
     r.add_get("/api/moderation/audit", audit)
     r.add_post("/api/moderation/models/{id}/rating", rerate)
+    r.add_post("/api/moderation/images/{id}/rating", rerate_image)
     r.add_get("/api/moderation/subscriptions", list_subscriptions)
     r.add_post("/api/moderation/subscriptions", subscribe)
     r.add_delete("/api/moderation/subscriptions/{did}", unsubscribe)

@@ -901,6 +901,30 @@ class ModerationService:
             for r in rows
         ]
 
+    async def close_item(self, moderator: str, item_id: int, note: str = "") -> None:
+        """Dismiss a queue item (a report handled, say) without a decision."""
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(sa.select(review_queue).where(review_queue.c.id == item_id))
+            ).first()
+            if row is None:
+                raise NotFound(f"no queue item {item_id}")
+            if row.status == "closed":
+                raise Conflict(f"queue item {item_id} is closed already")
+            await conn.execute(
+                review_queue.update()
+                .where(review_queue.c.id == item_id)
+                .values(status="closed", closed=now_ms(), closed_by=moderator)
+            )
+            if row.kind == "report" and row.ref is not None:
+                await conn.execute(
+                    reports.update()
+                    .where(reports.c.target.like(f"%:{row.ref.hex()}"), reports.c.status == "open")
+                    .values(status="closed")
+                )
+            target = row.ref.hex() if row.ref is not None else None
+            await audit(conn, moderator, f"{row.kind}_closed", target, note[:2000])
+
     async def release_held(self, moderator: str, record_id: bytes) -> None:
         await self.enforcer.release_held(record_id, moderator)
         async with self.db.write() as conn:
@@ -911,7 +935,8 @@ class ModerationService:
             )
 
     async def rerate(self, moderator: str, root: bytes, changes: dict[str, Any]) -> None:
-        """A moderator re-rates a model or flags it (real person, minor safety), here only."""
+        """A moderator re-rates a model (by root) or an image, or flags a model (real
+        person, minor safety), on this node only."""
         fields: dict[str, Any] = {}
         if "rating" in changes:
             if changes["rating"] not in (*RATINGS, None):
@@ -926,8 +951,8 @@ class ModerationService:
             raise BadRequest("say rating, poi or minor")
         async with self.db.write() as conn:
             await set_override(conn, root, **fields)
-            await self.log.rebuild_in(conn, {"model"})
-            await audit(conn, moderator, "rerated", f"model:{root.hex()}", json.dumps(fields))
+            await self.log.rebuild_in(conn, {"model", "image"})
+            await audit(conn, moderator, "rerated", root.hex(), json.dumps(fields))
 
     async def confirm_delete(self, moderator: str, decision_id: bytes) -> int:
         return await self.enforcer.delete_quarantined(decision_id=decision_id, actor=moderator)

@@ -324,3 +324,11 @@ async def test_reports_reach_the_queue(pair: tuple[LiveNode, LiveNode]) -> None:
     assert item["ref"] == "cd" * 32 and "that's me" in item["detail"]
     resp = await a.client.get("/api/moderation/queue")
     assert resp.status == 401
+    resp = await a.client.post(
+        f"/api/moderation/queue/{item['id']}/close", json={"note": "not her"}, headers=a.admin
+    )
+    assert resp.status == 200
+    queue = await (await a.client.get("/api/moderation/queue", headers=a.admin)).json()
+    assert not [i for i in queue["items"] if i["kind"] == "report"]
+    resp = await a.client.post(f"/api/moderation/queue/{item['id']}/close", headers=a.admin)
+    assert resp.status == 409

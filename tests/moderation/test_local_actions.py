@@ -152,3 +152,29 @@ async def test_unblocking_an_author_keeps_what_a_takedown_hides(
     await live.node.log.block_author(alice.did)
     await live.node.log.unblock_author(alice.did)
     assert await models(live) == []
+
+
+async def test_moderators_rerate_images(live: LiveNode, tmp_path: Path) -> None:
+    from tests.moderation.conftest import picture
+
+    preview = tmp_path / "p.png"
+    preview.write_bytes(picture(5))
+    user = await live.node.accounts.add_user("alice", "correct horse battery")
+    await live.node.catalog.publish_path(
+        user.did, lora_file(tmp_path / "m.safetensors", 5), {"name": "Pics"}, previews=[preview]
+    )
+    (image,) = (await (await live.client.get("/api/v1/images")).json())["items"]
+    assert image["nsfwLevel"] == 1
+    mod = await login_headers(live, "mona", "moderator")
+    resp = await live.client.post(
+        f"/api/moderation/images/{image['id']}/rating", json={"rating": "X"}, headers=mod
+    )
+    assert resp.status == 200, await resp.text()
+    (image,) = (await (await live.client.get("/api/v1/images")).json())["items"]
+    assert image["nsfw"] == "X"
+    resp = await live.client.post(
+        f"/api/moderation/images/{image['id']}/rating", json={"poi": True}, headers=mod
+    )
+    assert resp.status == 400
+    resp = await live.client.post("/api/moderation/images/1/rating", json={}, headers=mod)
+    assert resp.status == 404
