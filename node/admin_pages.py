@@ -74,6 +74,7 @@ async def federation_page(request: web.Request) -> web.StreamResponse:
         peers=[(p, peer_state(p)) for p in peers],
         nodes=nodes,
         authors=await federation.log.list_blocked(),
+        frozen=await federation.log.list_frozen(),
         subscriptions=await request.app[MODERATION].list_subscriptions(),
         policies=POLICIES,
         when=when,

@@ -344,6 +344,32 @@ class RecordLog:
             later = {t for p in self.types.projections if p.phase > 0 for t in p.record_types}
             await self._rebuild(conn, later)
 
+    async def list_frozen(self) -> list[dict[str, Any]]:
+        """Keys whose identity is frozen, with the conflicting rotations an operator picks from."""
+        async with self.db.read() as conn:
+            frozen = list(
+                (
+                    await conn.execute(
+                        sa.select(identities.c.did)
+                        .where(identities.c.frozen)
+                        .order_by(identities.c.did)
+                    )
+                ).scalars()
+            )
+            rows = await conn.execute(
+                sa.select(key_rotations.c.old_did, key_rotations.c.new_did).where(
+                    key_rotations.c.old_did.in_(frozen), key_rotations.c.valid
+                )
+            )
+            rotated: dict[str, list[str]] = {}
+            for row in rows:
+                rotated.setdefault(row.old_did, []).append(row.new_did)
+        return [
+            {"did": old, "rotated_to": sorted(news)}
+            for old, news in sorted(rotated.items())
+            if len(news) > 1
+        ]
+
     async def list_blocked(self) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = await conn.execute(sa.select(blocked_authors).order_by(blocked_authors.c.added))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from node.errors import AuthorBlocked
 from node.p2p.keys import SigningKey, public_key_commitment
-from node.p2p.records import Record, sign_record
+from node.p2p.records import Record, now_ms, sign_record
 from node.p2p.rotation import KEY_ROTATION, countersigned_bytes
 from node.p2p.tables import records
 from tests.catalog.conftest import PASSWORD, lora_file
@@ -150,10 +150,14 @@ async def test_conflicting_rotations_freeze_the_identity_until_the_operator_sett
     edit = sign_record(k1, "model", {"name": "Owl 2", "type": "LORA", "tags": [], "root": model.id})
     with pytest.raises(AuthorBlocked, match="frozen"):
         await a.node.log.accept_verified([edit], source="did:key:z6Mkrelay")
+    assert await a.node.log.list_frozen() == [
+        {"did": k0.did, "rotated_to": sorted([k1.did, k1b.did])}
+    ]
     resp = await a.client.post(
         f"/api/admin/authors/{k0.did}/unfreeze", json={"keep": k1.did}, headers=a.admin
     )
     assert resp.status == 200, await resp.text()
+    assert await a.node.log.list_frozen() == []
     await a.node.log.accept_verified([edit], source="did:key:z6Mkrelay")
     (shown,) = await models(a)
     assert shown["name"] == "Owl 2" and shown["civitas"]["identityFrozen"] is False
@@ -165,14 +169,18 @@ async def test_conflicting_rotations_freeze_the_identity_until_the_operator_sett
 
 async def test_any_arrival_order_gives_the_same_catalog(tmp_path: Path) -> None:
     k0, k1, k2 = (SigningKey.generate() for _ in range(3))
-    root = sign_record(k0, "model", {"name": "Cat", "type": "LORA", "tags": []})
+    now = now_ms() - 60_000  # the revision is strictly newer than its root
+    root = sign_record(k0, "model", {"name": "Cat", "type": "LORA", "tags": []}, created=now)
     batch = [
         profile(k0, "erin", k1),
         root,
         rotation(k0, k1, k2),
         profile(k1, "erin", k2),
         sign_record(
-            k1, "model", {"name": "Cat, by k1", "type": "LORA", "tags": [], "root": root.id}
+            k1,
+            "model",
+            {"name": "Cat, by k1", "type": "LORA", "tags": [], "root": root.id},
+            created=now + 1000,
         ),
     ]
     outcomes = []
