@@ -329,6 +329,93 @@ async def apply_image(conn: AsyncConnection, record: Record) -> None:
         await conn.execute(image_resources.insert(), resources)
 
 
+# --- targeted re-derivation ---------------------------------------------------------------
+
+
+async def _ids(conn: AsyncConnection, query: Any) -> set[bytes]:
+    return set((await conn.execute(query)).scalars())
+
+
+async def _root_of(conn: AsyncConnection, record: Record) -> bytes | None:
+    """The model (root id) a catalog record belongs to, if it can be told."""
+    body = record.body
+    if record.type == schemas.MODEL:
+        return body.get("root") or record.id
+    if record.type == schemas.MODEL_VERSION:
+        return body.get("model")
+    if record.type == schemas.IMAGE:
+        version = body.get("model_version")
+    elif record.type == schemas.TOMBSTONE:
+        version = body.get("target")
+        if await conn.scalar(sa.select(models.c.root_id).where(models.c.root_id == version)):
+            return version
+        image_version = await conn.scalar(
+            sa.select(images.c.version_id).where(images.c.id == version)
+        )
+        version = image_version or version
+    else:
+        return None
+    if not isinstance(version, bytes):
+        return None
+    root = await conn.scalar(
+        sa.select(model_versions.c.model_root).where(model_versions.c.id == version)
+    )
+    if root is None:  # the version is not shown: its record still names the model
+        raw = await conn.scalar(sa.select(records.c.raw).where(records.c.id == version))
+        if raw is not None:
+            root = decode_stored(raw, version).body.get("model")
+    return root
+
+
+async def refresh_records(conn: AsyncConnection, changed: Sequence[Record]) -> None:
+    """Re-derive the catalog rows of the models ``changed`` records belong to (their state
+    changed), from those models' visible records: the same rows a full rebuild gives,
+    without replaying the whole log."""
+    roots = {root for r in changed if (root := await _root_of(conn, r)) is not None}
+    await refresh_roots(conn, roots, {r.id for r in changed})
+
+
+async def refresh_roots(
+    conn: AsyncConnection,
+    roots: set[bytes],
+    extra: set[bytes] = frozenset(),  # type: ignore[assignment]
+) -> None:
+    """Delete and replay every catalog row of these models (and the ``extra`` records)."""
+    root_list = list(roots)
+    versions = await _ids(
+        conn, sa.select(model_versions.c.id).where(model_versions.c.model_root.in_(root_list))
+    )
+    image_ids = await _ids(
+        conn, sa.select(images.c.id).where(images.c.version_id.in_(list(versions)))
+    ) | await _ids(conn, sa.select(images.c.id).where(images.c.id.in_(list(extra))))
+    revisions = await _ids(
+        conn, sa.select(model_revisions.c.id).where(model_revisions.c.root_id.in_(root_list))
+    )
+    targets = list(roots | versions | image_ids | extra)
+    tombs = await _ids(conn, sa.select(tombstones.c.id).where(tombstones.c.target.in_(targets)))
+    # Records of these models that are not shown now (suppressed before) may be again.
+    related = roots | versions | image_ids | revisions | tombs | set(extra)
+    images_gone = list(image_ids)
+    await conn.execute(image_resources.delete().where(image_resources.c.image_id.in_(images_gone)))
+    await conn.execute(images.delete().where(images.c.id.in_(images_gone)))
+    await conn.execute(version_files.delete().where(version_files.c.version_id.in_(list(versions))))
+    await conn.execute(model_versions.delete().where(model_versions.c.id.in_(list(versions))))
+    await conn.execute(model_tags.delete().where(model_tags.c.root_id.in_(root_list)))
+    await conn.execute(models.delete().where(models.c.root_id.in_(root_list)))
+    await conn.execute(model_revisions.delete().where(model_revisions.c.root_id.in_(root_list)))
+    await conn.execute(tombstones.delete().where(tombstones.c.id.in_(list(tombs))))
+    rows = (
+        await conn.execute(
+            sa.select(records.c.id, records.c.raw)
+            .where(records.c.id.in_(list(related)), records.c.state == "visible")
+            .where(records.c.type.in_(list(_APPLY)))
+            .order_by(records.c.seq)
+        )
+    ).all()
+    for row in rows:
+        await _apply(conn, decode_stored(row.raw, row.id))
+
+
 def register(types: RecordTypes) -> None:
     types.register_rule(schemas.MODEL, schemas.check_model)
     types.register_rule(schemas.MODEL_VERSION, schemas.check_model_version)
@@ -350,6 +437,7 @@ def register(types: RecordTypes) -> None:
                 tombstones,
             ),
             _apply,
+            refresh=refresh_records,
         )
     )
 

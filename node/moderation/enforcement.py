@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog.overrides import set_override
+from node.catalog.projection import refresh_roots
 from node.catalog.tables import images, model_revisions, model_versions, version_files
 from node.db import Database
 from node.errors import Forbidden
@@ -262,13 +263,23 @@ class Enforcer:
         if not listed:
             return by_policy
         by_key = {a.target.key: a for a in listed}
+        # Only what this batch refers to: its models' roots and its images' versions.
+        referred = [
+            value
+            for r in batch
+            for value in (r.body.get("root"), r.body.get("model"), r.body.get("model_version"))
+            if isinstance(value, bytes)
+        ]
         suppressed_here = {
             row.record_id: row.decision_id
             for row in await conn.execute(
-                sa.select(enforced_records.c.record_id, enforced_records.c.decision_id)
+                sa.select(enforced_records.c.record_id, enforced_records.c.decision_id).where(
+                    enforced_records.c.record_id.in_(referred)
+                )
             )
         }
-        pdqs = await self._listed_pdqs(conn, listed)
+        with_pdq = any(r.type == "image" and isinstance(r.body.get("pdq"), bytes) for r in batch)
+        pdqs = await self._listed_pdqs(conn, listed) if with_pdq else {}
         held: dict[bytes, bytes] = {}
         for record in batch:
             decision = self._covering(record, by_key, suppressed_here, held)
@@ -524,7 +535,7 @@ class Enforcer:
                 terms[root] |= set(json.loads(row.body).get("names", []))
         for root, names in terms.items():
             await set_override(conn, root, hidden_terms=sorted(names))
-        await self.log.rebuild_in(conn, {"model", "model_version"})
+        await refresh_roots(conn, roots)
 
     async def _quarantine(
         self, conn: AsyncConnection, sha: str, decision_id: bytes, urgent: bool

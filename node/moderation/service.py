@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog.overrides import set_override
+from node.catalog.projection import refresh_roots
 from node.catalog.schemas import RATINGS
 from node.db import Database
 from node.errors import BadRequest, CivitasError, Conflict, Forbidden, NotFound
@@ -951,7 +952,7 @@ class ModerationService:
             raise BadRequest("say rating, poi or minor")
         async with self.db.write() as conn:
             await set_override(conn, root, **fields)
-            await self.log.rebuild_in(conn, {"model", "image"})
+            await refresh_roots(conn, {root}, {root})  # a model's root, or an image
             await audit(conn, moderator, "rerated", root.hex(), json.dumps(fields))
 
     async def confirm_delete(self, moderator: str, decision_id: bytes) -> int:

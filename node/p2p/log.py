@@ -249,7 +249,7 @@ class RecordLog:
     ) -> set[str]:
         """Change many records' state inside the caller's transaction and re-derive the
         tables of their types once; returns those types. Purging erases the bodies."""
-        types: set[str] = set()
+        changed: list[Record] = []
         values: dict[str, Any] = {"state": state}
         if state == "purged":
             values["raw"] = None
@@ -258,12 +258,28 @@ class RecordLog:
         for start in range(0, len(record_ids), LOOKUP_CHUNK):
             chunk = list(record_ids[start : start + LOOKUP_CHUNK])
             where = sa.and_(records.c.id.in_(chunk), records.c.state != state, movable)
-            found = await conn.execute(sa.select(records.c.type).where(where).distinct())
-            types.update(found.scalars())
+            found = await conn.execute(sa.select(records.c.id, records.c.raw).where(where))
+            changed += [decode_stored(r.raw, r.id) for r in found if r.raw is not None]
             await conn.execute(records.update().where(where).values(values))
-        if types:
-            await self._rebuild(conn, types)
-        return types
+        await self._rederive(conn, changed)
+        return {r.type for r in changed}
+
+    async def _rederive(self, conn: AsyncConnection, changed: Sequence[Record]) -> None:
+        """After records changed state: let each projection re-derive what they touch
+        (its ``refresh``), or replay it whole."""
+        types = {r.type for r in changed}
+        full: set[str] = set()
+        for projection in self.types.projections:
+            if not projection.record_types & types:
+                continue
+            if projection.refresh is None:
+                full |= projection.record_types & types
+            else:
+                await projection.refresh(
+                    conn, [r for r in changed if r.type in projection.record_types]
+                )
+        if full:
+            await self._rebuild(conn, full)
 
     async def restore(self, record_id: bytes, raw: bytes) -> bool:
         """Give a purged record its body back (fetched again from a peer) and show it."""
@@ -277,7 +293,7 @@ class RecordLog:
                 .values(state="visible", raw=raw)
             )
             if changed.rowcount:
-                await self._rebuild(conn, {record.type})
+                await self._rederive(conn, [record])
         return bool(changed.rowcount)
 
     # --- blocked authors ------------------------------------------------------------
@@ -378,30 +394,17 @@ class RecordLog:
     async def _set_author_state(
         self, conn: AsyncConnection, did: str, old: State, new: State
     ) -> int:
-        types = set(
-            (
-                await conn.execute(
-                    sa.select(records.c.type)
-                    .where(records.c.author == did, records.c.state == old)
-                    .distinct()
-                )
-            ).scalars()
-        )
         where = sa.and_(records.c.author == did, records.c.state == old)
         if new == "visible" and self.gate is not None:  # a takedown's hold outlasts a block
             ids = list((await conn.execute(sa.select(records.c.id).where(where))).scalars())
             kept = await self.gate.held_among(conn, ids)
             if kept:
                 where = sa.and_(where, records.c.id.not_in(kept))
-        changed = await conn.execute(records.update().where(where).values(state=new))
-        if types:
-            await self._rebuild(conn, types)
-        return int(changed.rowcount or 0)
-
-    async def rebuild_in(self, conn: AsyncConnection, record_types: set[str]) -> int:
-        """Re-derive the tables of these record types inside the caller's transaction
-        (after local facts a projection reads, such as moderators' overrides, changed)."""
-        return await self._rebuild(conn, record_types)
+        rows = await conn.execute(sa.select(records.c.id, records.c.raw).where(where))
+        changed = [decode_stored(r.raw, r.id) for r in rows if r.raw is not None]
+        await conn.execute(records.update().where(where).values(state=new))
+        await self._rederive(conn, changed)
+        return len(changed)
 
     async def reindex(self) -> int:
         """Rebuild every projected table from the log; return how many records were replayed."""

@@ -20,6 +20,7 @@ from node.p2p.records import Record
 
 BodyRule = Callable[[Mapping[str, Any]], None]
 ApplyFn = Callable[[AsyncConnection, Record], Awaitable[None]]
+RefreshFn = Callable[[AsyncConnection, Sequence[Record]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Projection:
     apply: ApplyFn
     # Rebuilt in order of phase: identities (0) before what attributes records to them (1).
     phase: int = 1
+    # Re-derive only what some records (whose state changed) touch; None: a full replay.
+    refresh: RefreshFn | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from node.catalog.images import inspect_image
 from node.errors import NotFound
 from tests.catalog.conftest import lora_file
+from tests.catalog.test_publish import snapshot
 from tests.moderation.conftest import login_headers, near_copy, peer, picture, start_node
 from tests.p2p.test_torrents import LiveNode, wait_for
 
@@ -209,6 +210,12 @@ async def test_notice_decision_subscriptions_enforcement_and_reversal(
 
     await wait_for(b_restored, "the model shown again on B")
     await wait_for(b_has_file, "B to fetch the file again from A")
+
+    # What the targeted re-derivations left is what a full rebuild from the log gives.
+    for live in (a, b, c):
+        before = await snapshot(live.node)
+        await live.node.log.reindex()
+        assert await snapshot(live.node) == before
 
     audit = await (await a.client.get("/api/moderation/audit", headers=mod)).json()
     actions = {e["action"] for e in audit["entries"]}
