@@ -58,6 +58,27 @@ LIST_PAGE = 100
 MAX_LIST_BYTES = 8 * 1024 * 1024
 
 
+# Notices and counter-notices that have no review item yet.
+_UNQUEUED_NOTICES = (
+    sa.select(takedown_notices.c.id, takedown_notices.c.invalid)
+    .outerjoin(
+        review_queue,
+        sa.and_(review_queue.c.kind == "notice", review_queue.c.ref == takedown_notices.c.id),
+    )
+    .where(review_queue.c.id.is_(None))
+)
+_UNQUEUED_COUNTERS = (
+    sa.select(counter_notices.c.id, counter_notices.c.notice_id)
+    .outerjoin(
+        review_queue,
+        sa.and_(
+            review_queue.c.kind == "counter", review_queue.c.ref == counter_notices.c.notice_id
+        ),
+    )
+    .where(review_queue.c.id.is_(None))
+)
+
+
 class TooManyNotices(CivitasError):
     code = "too_many_notices"
     status = 429
@@ -406,20 +427,13 @@ class ModerationService:
             return done
 
     async def _queue_new_notices(self) -> None:
+        async with self.db.read() as conn:  # most rounds find nothing: no write then
+            if (await conn.execute(_UNQUEUED_NOTICES.limit(1))).first() is None and (
+                await conn.execute(_UNQUEUED_COUNTERS.limit(1))
+            ).first() is None:
+                return
         async with self.db.write() as conn:
-            fresh = (
-                await conn.execute(
-                    sa.select(takedown_notices.c.id, takedown_notices.c.invalid)
-                    .outerjoin(
-                        review_queue,
-                        sa.and_(
-                            review_queue.c.kind == "notice",
-                            review_queue.c.ref == takedown_notices.c.id,
-                        ),
-                    )
-                    .where(review_queue.c.id.is_(None))
-                )
-            ).all()
+            fresh = (await conn.execute(_UNQUEUED_NOTICES)).all()
             for row in fresh:
                 if row.invalid:
                     await audit(
@@ -438,19 +452,7 @@ class ModerationService:
                     )
                 else:
                     await queue_review(conn, "notice", row.id, "takedown notice to decide")
-            counters = (
-                await conn.execute(
-                    sa.select(counter_notices.c.id, counter_notices.c.notice_id)
-                    .outerjoin(
-                        review_queue,
-                        sa.and_(
-                            review_queue.c.kind == "counter",
-                            review_queue.c.ref == counter_notices.c.notice_id,
-                        ),
-                    )
-                    .where(review_queue.c.id.is_(None))
-                )
-            ).all()
+            counters = (await conn.execute(_UNQUEUED_COUNTERS)).all()
             for row in counters:
                 await queue_review(
                     conn, "counter", row.notice_id, f"counter-notice {row.id.hex()} filed"
