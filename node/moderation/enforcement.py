@@ -27,6 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.catalog.images import pdq_distance
 from node.catalog.overrides import set_override
 from node.catalog.projection import refresh_roots
 from node.catalog.tables import images, model_revisions, model_versions, version_files
@@ -45,17 +46,13 @@ from node.moderation.tables import (
 )
 from node.p2p.filestore import FileStore
 from node.p2p.log import RecordLog
-from node.p2p.records import Record, now_ms
+from node.p2p.records import Record, decode_stored, now_ms
 from node.p2p.tables import blobs, downloads, records, torrents
 
 log = logging.getLogger("civitas.moderation")
 
 PDQ_MAX_DISTANCE = 31
 PDQ_MIN_QUALITY = 50
-
-
-def pdq_distance(a: bytes, b: bytes) -> int:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
 
 
 async def audit(
@@ -360,8 +357,6 @@ class Enforcer:
             .join(enforced_records, enforced_records.c.record_id == records.c.id)
             .where(records.c.type == "image", records.c.raw.is_not(None))
         )
-        from node.p2p.records import decode_stored
-
         for row in rows:
             body = decode_stored(row.raw, row.id).body
             if (

@@ -233,16 +233,14 @@ class RecordLog:
         if state not in STATES:
             raise BadRequest(f"state must be one of {', '.join(STATES)}")
         async with self.db.write() as conn:
-            row = (
-                await conn.execute(sa.select(records.c.type).where(records.c.id == record_id))
-            ).first()
-            if row is None:
+            current = await conn.scalar(sa.select(records.c.state).where(records.c.id == record_id))
+            if current is None:
                 raise NotFound(f"no record {record_id.hex()}")
-            values: dict[str, Any] = {"state": state}
-            if state == "purged":
-                values["raw"] = None
-            await conn.execute(records.update().where(records.c.id == record_id).values(values))
-            await self._rebuild(conn, {row.type})
+            if current == "purged" and state != "purged":
+                raise BadRequest(
+                    "a purged record's body is gone: only fetching it again restores it"
+                )
+            await self.set_states_in(conn, [record_id], state)
 
     async def set_states_in(
         self, conn: AsyncConnection, record_ids: Sequence[bytes], state: State

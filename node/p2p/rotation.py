@@ -82,16 +82,17 @@ async def apply(conn: AsyncConnection, record: Record) -> None:
             ):
                 await recompute(conn)
         return
+    countersigned = _countersig_ok(record)
     await conn.execute(
         key_rotations.insert().values(
             id=record.id,
             old_did=record.author,
             new_did=record.body["new_key"],
             created=record.created,
-            countersigned=_countersig_ok(record),
+            countersigned=countersigned,
         )
     )
-    if _countersig_ok(record):
+    if countersigned:
         await conn.execute(
             key_commitments.insert().values(
                 record_id=record.id, did=record.body["new_key"], commitment=record.body["next_key"]
