@@ -12,7 +12,7 @@ import json
 from aiohttp import web
 
 from node.accounts.routes import FORM_FIELD, check_form_token
-from node.catalog.routes import CATALOG
+from node.catalog.routes import CATALOG, int_id
 from node.errors import BadRequest, Forbidden
 from node.http import require_admin
 from node.render import RENDERER, page, set_flash
@@ -41,7 +41,7 @@ async def fetch_to_node(request: web.Request) -> web.StreamResponse:
     if not who.is_admin:
         raise Forbidden("only the node's administrators fetch files to it")
     version_id = str(form.get("version_id", ""))
-    if not version_id.isdigit():
+    if int_id(version_id) is None:
         raise BadRequest("version_id must be a model version id")
     status = await request.app[CATALOG].fetcher.fetch(version_id)
     response = web.HTTPSeeOther("/downloads")

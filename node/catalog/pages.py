@@ -18,7 +18,7 @@ from multidict import MultiDict, MultiDictProxy
 from node.accounts.routes import FORM_FIELD, check_form_token
 from node.catalog.detect import BASE_MODELS
 from node.catalog.genmeta import format_a1111
-from node.catalog.routes import CATALOG, MAX_IMAGE_UPLOAD, UPLOAD_CHUNK
+from node.catalog.routes import CATALOG, MAX_IMAGE_UPLOAD, UPLOAD_CHUNK, int_id
 from node.catalog.schemas import MODEL_TYPES, RATINGS
 from node.catalog.search import SORTS, SearchQuery
 from node.catalog.service import MAX_PREVIEWS
@@ -51,13 +51,6 @@ FORM_CHOICES: dict[str, Any] = {
     "ratings": RATINGS,
     "permissions": PERMISSIONS,
 }
-
-
-def _int(raw: str | None) -> int | None:
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def image_src(image: dict[str, Any], width: int | None = None) -> str:
@@ -157,7 +150,7 @@ async def tags(request: web.Request) -> web.StreamResponse:
 
 async def _model(request: web.Request, key: str = "id") -> dict[str, Any]:
     views = request.app[CATALOG].views
-    root = await views.root_for_int(_int(request.match_info[key]) or 0)
+    root = await views.root_for_int(int_id(request.match_info[key]) or 0)
     found = await views.models_by_root([root]) if root else []
     if not found:
         raise NotFound("there is no such model on this node")
@@ -168,7 +161,7 @@ async def _model(request: web.Request, key: str = "id") -> dict[str, Any]:
 async def model_page(request: web.Request) -> web.StreamResponse:
     model = await _model(request)
     versions = model["modelVersions"]
-    wanted = _int(request.query.get("version"))
+    wanted = int_id(request.query.get("version"))
     current = next((v for v in versions if v["id"] == wanted), versions[0] if versions else None)
     for version in versions:
         for image in version["images"]:

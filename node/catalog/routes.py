@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, StreamReader, web
 
+from node.catalog.ids import BITS
 from node.catalog.images import resized
 from node.catalog.progress import Progress, sse_events
 from node.catalog.search import SearchQuery
@@ -60,11 +61,20 @@ def _bool(request: web.Request, name: str) -> bool | None:
     raise BadRequest(f"{name} must be true or false")
 
 
+def int_id(raw: str | None) -> int | None:
+    """A Civitai integer id as written in a URL, or None: ids are 53-bit (ids.py), so
+    anything else (a sign, non-ASCII digits, 10**40) names nothing and never reaches SQL."""
+    if not raw or not (raw.isascii() and raw.isdigit()) or len(raw) > 16:
+        return None
+    value = int(raw)
+    return value if value < 1 << BITS else None
+
+
 def _path_int(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise NotFound(f"no such {name}") from None
+    value = int_id(request.match_info[name])
+    if value is None:
+        raise NotFound(f"no such {name}")
+    return value
 
 
 # --- Civitai-compatible read API ----------------------------------------------------------

@@ -318,3 +318,32 @@ async def test_image_resources_link_to_catalog_versions_by_hash(
             "modelId": lora["model"]["id"],
         }
     ]
+
+
+HUGE_IDS = [str(2**63), str(2**64 + 5), "9" * 40, "-1", str(-(2**63) - 1), "9" * 5000, "0x10"]
+
+
+async def test_huge_or_negative_integer_ids_are_4xx_json_never_500(
+    client: TestClient, node: Node, alice: User
+) -> None:
+    auth = {"Authorization": f"Bearer {await node.accounts.create_token('alice')}"}
+    for raw in HUGE_IDS:
+        for method, path, kwargs in [
+            ("GET", f"/api/v1/models/{raw}", {}),
+            ("GET", f"/api/v1/model-versions/{raw}", {}),
+            ("GET", f"/api/download/models/{raw}", {}),
+            ("PATCH", f"/api/models/{raw}", {"json": {"name": "x"}, "headers": auth}),
+            ("DELETE", f"/api/models/{raw}", {"headers": auth}),
+            (
+                "POST",
+                f"/api/models/{raw}/versions",
+                {"data": upload_form(b"{}", {"version": "v2"}), "headers": auth},
+            ),
+            ("GET", f"/api/v1/images?modelId={raw}", {}),
+            ("GET", f"/api/v1/images?modelVersionId={raw}", {}),
+        ]:
+            resp = await client.request(method, path, **kwargs)
+            assert resp.status in (400, 404), (method, path[:80], resp.status)
+            assert "error" in await resp.json(), (method, path[:80])
+        page = await client.get(f"/models/{raw}")
+        assert page.status == 404, raw[:80]
