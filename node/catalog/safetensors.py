@@ -12,7 +12,6 @@ bytes and nothing more. Pickle files are refused outright: unpickling runs code.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from node.errors import CivitasError
 HEADER_LIMIT = 100 * 1024 * 1024
 MAX_TENSORS = 1_000_000
 MAX_RANK = 8
+U64_MAX = 2**64 - 1  # the reference parser reads dims and offsets as u64 (usize)
 METADATA_KEY = "__metadata__"
 ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
 
@@ -114,6 +114,10 @@ class ShapeInvalid(SafetensorsError):
 
 class ShapeRankTooHigh(SafetensorsError):
     code = "safetensors_shape_rank_too_high"
+
+
+class ShapeOverflow(SafetensorsError):
+    code = "safetensors_shape_overflow"
 
 
 class OffsetsInvalid(SafetensorsError):
@@ -269,6 +273,19 @@ def _metadata(value: object) -> dict[str, str]:
     return dict(value)
 
 
+def _data_bits(shape: list[int], dtype: str) -> int | None:
+    """Bits of a tensor's data, or None where the safetensors library overflows: it
+    multiplies the dims left to right in u64 (so ``[2**62, 2**62, 0]`` overflows before
+    the 0), then by the dtype's bits, and refuses any step past ``U64_MAX``."""
+    count = 1
+    for dim in shape:
+        count *= dim
+        if count > U64_MAX:
+            return None
+    bits = count * DTYPE_BITS[dtype]
+    return bits if bits <= U64_MAX else None
+
+
 def _tensor(name: str, entry: object, data_size: int) -> TensorInfo:
     """Check one header entry against the format and the size of the data section."""
     _check_text(name, f"tensor name {name!r}")
@@ -291,19 +308,24 @@ def _tensor(name: str, entry: object, data_size: int) -> TensorInfo:
         raise ShapeRankTooHigh(f"tensor {name!r}: shape has rank {len(shape)}, over {MAX_RANK}")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise ShapeInvalid(f"tensor {name!r}: shape {shape!r} is not a list of non-negative ints")
+    bits = _data_bits(shape, dtype)
+    if bits is None or any(d > U64_MAX for d in shape):
+        raise ShapeOverflow(
+            f"tensor {name!r}: {dtype} {shape} overflows 64 bits (the safetensors library "
+            "refuses it)"
+        )
     offsets = entry["data_offsets"]
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(_is_int(o) and o >= 0 for o in offsets)
+        or not all(_is_int(o) and 0 <= o <= U64_MAX for o in offsets)
         or offsets[0] > offsets[1]
     ):
         raise OffsetsInvalid(
             f"tensor {name!r}: data_offsets {offsets!r} must be two ints [start, end] "
-            "with 0 <= start <= end"
+            "with 0 <= start <= end < 2**64"
         )
     start, end = offsets
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8 or bits // 8 != end - start:
         raise TensorSizeMismatch(
             f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes, "

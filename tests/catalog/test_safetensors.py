@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from node.catalog.safetensors import (
     SafetensorsError,
     SafetensorsHeader,
     ShapeInvalid,
+    ShapeOverflow,
     ShapeRankTooHigh,
     TensorEntryInvalid,
     TensorsGap,
@@ -190,6 +193,12 @@ MALFORMED: list[tuple[str, bytes, type[SafetensorsError]]] = [
         ShapeInvalid,
     ),
     ("rank 9", build({"w": entry("U8", [1] * 9, 0, 1)}, bytes(1)), ShapeRankTooHigh),
+    # The safetensors library multiplies dims left to right in u64 and refuses an overflow
+    # even when a later dim is 0; then elements x bits must fit in u64 too.
+    ("dims overflow before a 0", build({"w": entry("U8", [2**62, 2**62, 0], 0, 0)}), ShapeOverflow),
+    ("bits overflow", build({"w": entry("U8", [2**62], 0, 0)}), ShapeOverflow),
+    ("elements overflow", build({"w": entry("F32", [2**32, 2**32], 0, 0)}), ShapeOverflow),
+    ("dim over u64", build({"w": entry("U8", [0, 2**64], 0, 0)}), ShapeOverflow),
     ("start after end", build({"w": entry("U8", [0], 4, 2)}, bytes(4)), OffsetsInvalid),
     (
         "three offsets",
@@ -197,6 +206,7 @@ MALFORMED: list[tuple[str, bytes, type[SafetensorsError]]] = [
         OffsetsInvalid,
     ),
     ("negative offset", build({"w": entry("U8", [1], -1, 0)}), OffsetsInvalid),
+    ("offset over u64", build({"w": entry("U8", [0], 2**64, 2**64)}), OffsetsInvalid),
     ("string offset", build({"w": entry("U8", [1], "0", 1)}, bytes(1)), OffsetsInvalid),  # type: ignore[arg-type]
     (
         "shape x size mismatch",
@@ -338,3 +348,72 @@ def test_safetensors_files_are_not_mistaken_for_pickles() -> None:
     assert parse(blob).header_size == 640
     refuse_pickle(b"\x80\x01", "upload")  # protocol 1 has no marker byte
     refuse_pickle(b"", "empty.safetensors")
+
+
+# --- agreement with the reference parser (the safetensors library) ----------------------
+
+# What we refuse and the library accepts: stricter on purpose, nothing else.
+STRICTER = {"newline padding", "metadata null", "entry with an extra field", "rank 9"}
+
+
+def _library_accepts(blob: bytes) -> bool:
+    safetensors = pytest.importorskip("safetensors")
+    try:
+        safetensors.deserialize(blob)
+    except Exception:  # the library raises SafetensorError, and others on bad JSON
+        return False
+    return True
+
+
+def _we_accept(blob: bytes) -> bool:
+    try:
+        parse(blob)
+    except SafetensorsError:
+        return False
+    return True
+
+
+def test_the_library_refuses_every_malformed_case_but_our_stricter_ones() -> None:
+    assert STRICTER <= {name for name, _, _ in MALFORMED}
+    accepted = {name for name, blob, _ in MALFORMED if _library_accepts(blob)}
+    assert accepted == STRICTER
+    assert _library_accepts(GOOD) and _we_accept(GOOD)
+
+
+def test_a_zero_dim_first_does_not_overflow_in_either_parser() -> None:
+    blob = build({"w": entry("U8", [0, 2**62, 2**62], 0, 0)})
+    assert _library_accepts(blob) and _we_accept(blob)
+
+
+_DIMS = [0, 1, 2, 3, 7, 2**31, 2**32, 2**61, 2**62, 2**63, 2**64 - 1, 2**64]
+
+
+def _random_file(rng: random.Random) -> bytes:
+    """Headers near the overflow edges, sized right or off by a little."""
+    header: dict[str, Any] = {}
+    position = 0
+    for i in range(rng.randint(1, 3)):
+        dtype = rng.choice(sorted(st.DTYPE_BITS))
+        rank = rng.randint(0, 4)
+        shape = [
+            rng.choice(_DIMS) if rng.random() < 0.4 else rng.randint(0, 5) for _ in range(rank)
+        ]
+        bits = math.prod(shape) * st.DTYPE_BITS[dtype]
+        size = bits // 8 if bits <= 8 * 256 else rng.choice([0, 1, 8, 2**64 - 1, 2**64])
+        size += rng.choice([0, 0, 0, 1])
+        header[f"t{i}"] = entry(dtype, shape, position, position + size)
+        position += size
+    data = bytes(position) if position <= 4096 else bytes(rng.randint(0, 64))
+    return build(header, data + bytes(rng.choice([0, 0, 0, 1])))
+
+
+def test_randomized_headers_get_the_same_verdict_as_the_library() -> None:
+    pytest.importorskip("safetensors")
+    rng = random.Random(13)
+    verdicts = {True: 0, False: 0}
+    for _ in range(600):
+        blob = _random_file(rng)
+        ours = _we_accept(blob)
+        assert ours == _library_accepts(blob), blob[8:].decode()
+        verdicts[ours] += 1
+    assert min(verdicts.values()) > 50  # both verdicts are exercised
