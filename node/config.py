@@ -172,6 +172,17 @@ class ComputeSection:
         2, "Most jobs of one requester leased or running at once.", _positive
     )
     max_train_images: int = setting(200, "Most images in one training job.", _positive)
+    max_train_bytes: int = setting(
+        1024 * 1024 * 1024,
+        "Most bytes of images (decompressed, zip entries included) one training job may upload.",
+        _positive,
+    )
+    max_zip_ratio: int = setting(
+        50,
+        "Highest compression ratio a zip entry over 1 MiB may claim; a higher one is refused "
+        "unread.",
+        _positive,
+    )
     queue_timeout_hours: int = setting(
         24, "A job still queued after this many hours expires.", _positive
     )

@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from node.catalog.images import MAX_IMAGE_BYTES
 from node.compute import inputs
 from node.compute.auth import spool
 from node.compute.queue import FINISHED, TrainImage
@@ -23,7 +22,7 @@ from node.http import json_ok, read_json, require_user
 
 COMPUTE = web.AppKey("compute", Compute)
 MAX_CONTROL_BYTES = 64 * 1024  # worker JSON requests (pop, progress, result)
-MAX_ZIP_BYTES = 1024 * 1024 * 1024
+MAX_PARAMS_BYTES = 1024 * 1024  # a training job's params part (with its captions)
 HEARTBEAT_S = 15.0
 
 
@@ -60,39 +59,31 @@ async def _multipart_job(
 ) -> tuple[dict[str, Any], list[TrainImage]]:
     reader = await request.multipart()
     data: dict[str, Any] | None = None
-    uploads: list[inputs.Upload] = []
-    zipped: dict[str, str] = {}
-    limit = compute.config.max_train_images
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise BadRequest("nested multipart is not supported")
-        if part.name == "params":
-            try:
-                data = json.loads(await part.read(decode=True))
-            except ValueError:
-                raise BadRequest("the params part is not valid JSON") from None
-            if not isinstance(data, dict):
-                raise BadRequest("the params part must be a JSON object")
-        elif part.name == "image":
-            if len(uploads) >= limit:
-                raise BadRequest(f"a training job takes at most {limit} images")
-            blob = await _read_part(part, MAX_IMAGE_BYTES)
-            uploads.append(inputs.Upload(part.filename or f"image{len(uploads)}.png", blob))
-        elif part.name == "zip":
-            found, captions = inputs.unzip(await _read_part(part, MAX_ZIP_BYTES), limit)
-            uploads += found
-            zipped.update(captions)
-        else:
-            raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
-    if data is None:
-        raise BadRequest("no 'params' part (the job as JSON)")
-    if len(uploads) > limit:
-        raise BadRequest(f"a training job takes at most {limit} images")
-    if data.get("kind") != "train":
-        raise BadRequest("only training jobs take images: set kind to train")
-    images = await inputs.keep_images(
-        compute.queue.store, uploads, inputs.captions_of(data), zipped
+    config = compute.config
+    limits = inputs.InputLimits(
+        config.max_train_images, config.max_train_bytes, config.max_zip_ratio
     )
+    received = inputs.TrainingInputs(compute.queue.store.tmp, limits)
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest("nested multipart is not supported")
+            if part.name == "params":
+                data = _params_part(await _read_part(part, MAX_PARAMS_BYTES))
+            elif part.name == "image":
+                name = part.filename or f"image{len(received.uploads)}.png"
+                await received.add_image_part(name, part.read_chunk)
+            elif part.name == "zip":
+                await received.add_zip_part(part.read_chunk)
+            else:
+                raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
+        if data is None:
+            raise BadRequest("no 'params' part (the job as JSON)")
+        if data.get("kind") != "train":
+            raise BadRequest("only training jobs take images: set kind to train")
+        images = await received.keep(compute.queue.store, inputs.captions_of(data))
+    finally:
+        await asyncio.to_thread(received.discard)
     data.pop("captions", None)
     return data, images
 
@@ -100,12 +91,22 @@ async def _multipart_job(
 async def _read_part(part: BodyPartReader, limit: int) -> bytes:
     chunks = []
     size = 0
-    while chunk := await part.read_chunk(1024 * 1024):
+    while chunk := await part.read_chunk(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"part {part.name!r} is larger than {limit} bytes")
         chunks.append(bytes(chunk))
     return b"".join(chunks)
+
+
+def _params_part(raw: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadRequest("the params part is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the params part must be a JSON object")
+    return data
 
 
 async def list_jobs(request: web.Request) -> web.Response:
