@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from node.errors import BadRequest, CivitasError, Forbidden, PayloadTooLarge, Unauthorized
 
@@ -68,7 +68,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except CivitasError as exc:
         status = exc.status
-        return error_response(exc.status, exc.code, exc.message)
+        response = error_response(exc.status, exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after_s", None)  # 429/503: when to try again
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
     except web.HTTPRequestEntityTooLarge:
         status = 413
         return error_response(413, PayloadTooLarge.code, "request body is too large")
@@ -104,6 +108,22 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
+
+
+async def read_capped(stream: StreamReader, limit: int, what: str = "the body") -> bytes:
+    """All of ``stream`` to its end, or PayloadTooLarge once it passes ``limit`` bytes.
+
+    One ``StreamReader.read(n)`` returns only what has arrived so far, not ``n`` bytes: a
+    body sent in several packets was cut short. This reads until the end or the cap, for
+    request bodies (the error answers 413) and peers' responses alike."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await stream.read(limit + 1 - size):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def field(data: dict[str, Any], name: str, kind: type = str, *, default: Any = ...) -> Any:

@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from node.errors import BadSignature, PayloadTooLarge, Unauthorized
+from node.http import read_capped
 from node.p2p.federation.signing import (
     DOMAIN,
     NODE_HEADER,
@@ -57,7 +58,7 @@ class WorkerAuth:
 
     async def json_request(self, request: web.Request, max_bytes: int) -> tuple[str, bytes]:
         """The signing worker's did and the (small) body it signed."""
-        body = await _read_limited(request, max_bytes)
+        body = await read_capped(request.content, max_bytes, "the request body")
         did = self.verifier.verify(request.method, request.path_qs, body, request.headers)
         return did, body
 
@@ -86,17 +87,6 @@ class WorkerAuth:
         except (BadSignature, ValueError) as exc:
             raise Unauthorized(f"the request signature does not verify: {exc}") from None
         return sender
-
-
-async def _read_limited(request: web.Request, max_bytes: int) -> bytes:
-    parts = []
-    size = 0
-    while chunk := await request.content.read(CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body is over {max_bytes} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 async def spool(request: web.Request, temp: Path, max_bytes: int) -> tuple[str, int]:

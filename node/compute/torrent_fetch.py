@@ -21,7 +21,8 @@ import aiohttp
 import libtorrent as lt
 
 from node.config import TorrentSection
-from node.errors import CivitasError
+from node.errors import CivitasError, PayloadTooLarge
+from node.http import read_capped
 from node.p2p.torrentmeta import meta_from_info
 from node.p2p.torrents import TorrentEngine
 
@@ -95,11 +96,11 @@ class TorrentFetcher:
             async with session.get(url) as resp:
                 if resp.status != 200:
                     raise TorrentFetchFailed(f"{url} answered {resp.status}")
-                body = await resp.content.read(MAX_TORRENT_BYTES + 1)
+                body = await read_capped(resp.content, MAX_TORRENT_BYTES)
+        except PayloadTooLarge:
+            raise TorrentFetchFailed(f"{url} is too large for a torrent file") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TorrentFetchFailed(f"cannot get {url}: {exc}") from None
-        if len(body) > MAX_TORRENT_BYTES:
-            raise TorrentFetchFailed(f"{url} is too large for a torrent file")
         try:
             decoded: Any = lt.bdecode(body)
             return bytes(lt.bencode(decoded[b"info"]))

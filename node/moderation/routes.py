@@ -18,7 +18,16 @@ from aiohttp import web
 
 from node.catalog.routes import CATALOG
 from node.errors import BadRequest, Forbidden, NotFound
-from node.http import Principal, field, json_ok, principal, read_json, require_admin, require_user
+from node.http import (
+    Principal,
+    field,
+    json_ok,
+    principal,
+    read_capped,
+    read_json,
+    require_admin,
+    require_user,
+)
 from node.moderation.schemas import Target
 from node.moderation.service import ModerationService, Submitter
 from node.p2p.records import MAX_RECORD_BYTES
@@ -64,9 +73,7 @@ def _target(text: object) -> Target:
 async def file_notice(request: web.Request) -> web.Response:
     service = request.app[MODERATION]
     if request.content_type == "application/msgpack":
-        raw = await request.content.read(MAX_RECORD_BYTES + 1)
-        if len(raw) > MAX_RECORD_BYTES:
-            raise BadRequest("a notice is at most 64 KiB")
+        raw = await read_capped(request.content, MAX_RECORD_BYTES, "a notice")
         contact = request.query.get("contact", "")
         notice = await service.submit_raw(raw, _submitter(request, contact))
         return json_ok({"notice": notice}, status=201)

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from node.errors import CivitasError
+from node.errors import CivitasError, PayloadTooLarge
+from node.http import read_capped
 
 TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 
@@ -27,14 +28,13 @@ async def get_capped(url: str, limit: int, limits: aiohttp.ClientTimeout = TIMEO
             aiohttp.ClientSession(timeout=limits) as session,
             session.get(url, allow_redirects=False) as resp,
         ):
-            body = await resp.content.read(limit + 1)
             if resp.status != 200:
                 raise PeerError(f"{url} answered {resp.status}")
+            return await read_capped(resp.content, limit)
+    except PayloadTooLarge:
+        raise PeerError(f"{url} sent more than the limit of {limit} bytes") from None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise PeerError(f"cannot reach {url}: {exc}") from None
-    if len(body) > limit:
-        raise PeerError(f"{url} sent more than {limit} bytes")
-    return body
 
 
 async def refuse_private(url: str) -> None:

@@ -12,8 +12,8 @@ import re
 
 from aiohttp import web
 
-from node.errors import BadRequest, CivitasError, Forbidden, NotFound, PayloadTooLarge
-from node.http import field, json_ok, read_json, require_admin
+from node.errors import BadRequest, CivitasError, Forbidden, NotFound
+from node.http import field, json_ok, read_capped, read_json, require_admin
 from node.p2p.federation import wire
 from node.p2p.federation.service import Federation
 from node.p2p.federation.signing import RequestVerifier
@@ -63,9 +63,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
 
 
 async def inbox(request: web.Request) -> web.Response:
-    body = await request.content.read(MAX_INBOX_BYTES + 1)
-    if len(body) > MAX_INBOX_BYTES:
-        raise PayloadTooLarge(f"an inbox batch is at most {wire.MAX_PUSH} records")
+    body = await read_capped(
+        request.content, MAX_INBOX_BYTES, f"an inbox batch (at most {wire.MAX_PUSH} records)"
+    )
     sender = request.app[VERIFIER].verify(request.method, request.path_qs, body, request.headers)
     federation = request.app[FEDERATION]
     try:
