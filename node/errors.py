@@ -9,6 +9,8 @@ answered with a bare 500, never a traceback.
 
 from __future__ import annotations
 
+import math
+
 
 class CivitasError(Exception):
     """Base of every error Civitas reports to a user."""
@@ -69,6 +71,17 @@ class PayloadTooLarge(CivitasError):
     status = 413
 
 
+class TooManyRequests(CivitasError):
+    """Slow down: answered as 429 with ``Retry-After`` (whole seconds, rounded up)."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, math.ceil(retry_after))
+
+
 # --- records ---------------------------------------------------------------------------
 
 
@@ -102,6 +115,12 @@ class RecordFromFuture(RecordError):
     code = "record_from_future"
 
 
+class RecordBeforeProtocol(RecordError):
+    """``created`` is older than the protocol itself (a back-dated record)."""
+
+    code = "record_before_protocol"
+
+
 class BadSignature(RecordError):
     code = "record_bad_signature"
 
@@ -119,3 +138,15 @@ class RecordRejected(RecordError):
     """Well-formed and signed, but against a record rule (schema, authorship)."""
 
     code = "record_rejected"
+
+
+class NotAuthor(RecordRejected):
+    """A revision or tombstone of a record another identity signed."""
+
+    code = "not_author"
+
+
+class ProjectionFailed(RecordRejected):
+    """A record this node could not project: refused alone, the rest of its page applies."""
+
+    code = "projection_failed"

@@ -95,23 +95,32 @@ async def apply_model(conn: AsyncConnection, record: Record) -> None:
 
 
 async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
-    """Recompute a model's row from its root and its root author's newest revision."""
+    """Recompute a model's row from its root and its root author's newest revision.
+
+    ``root_id`` may name anything (a tombstone's target, a revision's claimed root): only
+    a visible ``model`` record that is itself a root makes a row, and only revisions its
+    author's identity signed count. Anything else leaves no row and never raises.
+    """
     root = await _visible_record(conn, root_id)
-    if root is not None:
-        root = dataclasses.replace(root, author=await identity_of(conn, root.author))
-    if root is None or "root" in root.body or await withdrawn(conn, root_id, root.author):
-        await _drop_model(conn, root_id)  # no root (yet), or withdrawn by its author
+    if root is None or root.type != schemas.MODEL or "root" in root.body:
+        await _drop_model(conn, root_id)  # no root (yet), or not a model's root
         return
-    newest = (
-        await conn.execute(
-            sa.select(model_revisions.c.id)
-            .where(model_revisions.c.root_id == root_id, model_revisions.c.author == root.author)
-            .order_by(model_revisions.c.created.desc(), model_revisions.c.id.desc())
-            .limit(1)
-        )
-    ).scalar_one()
+    root = dataclasses.replace(root, author=await identity_of(conn, root.author))
+    if await withdrawn(conn, root_id, root.author):
+        await _drop_model(conn, root_id)  # withdrawn by its author
+        return
+    newest = await conn.scalar(
+        sa.select(model_revisions.c.id)
+        .where(model_revisions.c.root_id == root_id, model_revisions.c.author == root.author)
+        .order_by(model_revisions.c.created.desc(), model_revisions.c.id.desc())
+        .limit(1)
+    )
+    if newest is None:  # the root's own row is not projected yet: its turn will come
+        await _drop_model(conn, root_id)
+        return
     current = root if newest == root_id else await _visible_record(conn, newest)
-    assert current is not None
+    if current is None or current.type != schemas.MODEL:
+        current = root
     body = current.body
     permissions = body.get("permissions", {})
     local = await override(conn, root_id)
@@ -381,18 +390,34 @@ async def refresh_roots(
     extra: set[bytes] = frozenset(),  # type: ignore[assignment]
 ) -> None:
     """Delete and replay every catalog row of these models (and the ``extra`` records)."""
-    root_list = list(roots)
+    # ``roots`` may name any record (a revision's claimed root can be a version): the rows
+    # of every named record go too, whatever table they are in; each is replayed once.
+    root_list, extra_list = list(roots), list(roots | extra)
     versions = await _ids(
-        conn, sa.select(model_versions.c.id).where(model_versions.c.model_root.in_(root_list))
+        conn,
+        sa.select(model_versions.c.id).where(
+            sa.or_(model_versions.c.model_root.in_(root_list), model_versions.c.id.in_(extra_list))
+        ),
     )
     image_ids = await _ids(
-        conn, sa.select(images.c.id).where(images.c.version_id.in_(list(versions)))
-    ) | await _ids(conn, sa.select(images.c.id).where(images.c.id.in_(list(extra))))
+        conn,
+        sa.select(images.c.id).where(
+            sa.or_(images.c.version_id.in_(list(versions)), images.c.id.in_(extra_list))
+        ),
+    )
     revisions = await _ids(
-        conn, sa.select(model_revisions.c.id).where(model_revisions.c.root_id.in_(root_list))
+        conn,
+        sa.select(model_revisions.c.id).where(
+            sa.or_(model_revisions.c.root_id.in_(root_list), model_revisions.c.id.in_(extra_list))
+        ),
     )
     targets = list(roots | versions | image_ids | extra)
-    tombs = await _ids(conn, sa.select(tombstones.c.id).where(tombstones.c.target.in_(targets)))
+    tombs = await _ids(
+        conn,
+        sa.select(tombstones.c.id).where(
+            sa.or_(tombstones.c.target.in_(targets), tombstones.c.id.in_(extra_list))
+        ),
+    )
     # Records of these models that are not shown now (suppressed before) may be again.
     related = roots | versions | image_ids | revisions | tombs | set(extra)
     images_gone = list(image_ids)
@@ -402,7 +427,7 @@ async def refresh_roots(
     await conn.execute(model_versions.delete().where(model_versions.c.id.in_(list(versions))))
     await conn.execute(model_tags.delete().where(model_tags.c.root_id.in_(root_list)))
     await conn.execute(models.delete().where(models.c.root_id.in_(root_list)))
-    await conn.execute(model_revisions.delete().where(model_revisions.c.root_id.in_(root_list)))
+    await conn.execute(model_revisions.delete().where(model_revisions.c.id.in_(list(revisions))))
     await conn.execute(tombstones.delete().where(tombstones.c.id.in_(list(tombs))))
     rows = (
         await conn.execute(
@@ -421,6 +446,9 @@ def register(types: RecordTypes) -> None:
     types.register_rule(schemas.MODEL_VERSION, schemas.check_model_version)
     types.register_rule(schemas.IMAGE, schemas.check_image)
     types.register_rule(schemas.TOMBSTONE, schemas.check_tombstone)
+    # Only a root's author revises it; only a record's author withdraws it.
+    types.register_acts_on(schemas.MODEL, lambda body: body.get("root"))
+    types.register_acts_on(schemas.TOMBSTONE, lambda body: body.get("target"))
     # Versions feed a model's search text and tombstones hide any of them: one projection.
     types.register_projection(
         Projection(

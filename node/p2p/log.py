@@ -8,6 +8,7 @@ of the log: :meth:`RecordLog.reindex` rebuilds every projected table from it.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.db import Database
-from node.errors import AuthorBlocked, BadRequest, NotFound
+from node.errors import (
+    AuthorBlocked,
+    BadRequest,
+    CivitasError,
+    NotFound,
+    ProjectionFailed,
+    RecordError,
+)
+from node.p2p.acceptance import not_authored
 from node.p2p.keys import SigningKey, public_key_from_did
 from node.p2p.projections import Projection, RecordTypes
 from node.p2p.records import Record, decode_stored, now_ms, sign_record, verify_record
@@ -34,6 +43,7 @@ from node.p2p.tables import (
 
 State = Literal["visible", "suppressed", "purged"]
 STATES: tuple[State, ...] = ("visible", "suppressed", "purged")
+_log = logging.getLogger("civitas.log")
 REPLAY_CHUNK = 500
 LOOKUP_CHUNK = 500
 
@@ -43,6 +53,14 @@ class Appended:
     record: Record
     seq: int
     new: bool
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A record left out of an append, and the rule it broke (``error.code``)."""
+
+    record: Record
+    error: RecordError
 
 
 @dataclass(frozen=True)
@@ -136,14 +154,20 @@ class RecordLog:
         return await self.accept_verified(verified)
 
     async def accept_verified(
-        self, batch: Iterable[Record], source: str | None = None
+        self,
+        batch: Iterable[Record],
+        source: str | None = None,
+        refused: list[Refused] | None = None,
     ) -> list[Appended]:
-        """Append verified records in one transaction; ``source``: the peer that sent them."""
+        """Append verified records in one transaction; ``source``: the peer that sent them.
+
+        See :meth:`append_many` for records refused one by one (``refused``).
+        """
         batch = list(batch)
         for record in batch:
             self.types.check_body(record)
         async with self.db.write() as conn:
-            return await self.append_many(conn, batch, source)
+            return await self.append_many(conn, batch, source, refused)
 
     async def append_in(
         self, conn: AsyncConnection, record: Record, source: str | None = None
@@ -152,10 +176,21 @@ class RecordLog:
         return (await self.append_many(conn, [record], source))[0]
 
     async def append_many(
-        self, conn: AsyncConnection, batch: Sequence[Record], source: str | None = None
+        self,
+        conn: AsyncConnection,
+        batch: Sequence[Record],
+        source: str | None = None,
+        refused: list[Refused] | None = None,
     ) -> list[Appended]:
         """Append a page of records with one lookup and one multi-row insert, then project
-        the new ones in order. Known ids (and repeats within the page) are no-ops."""
+        the new ones in order. Known ids (and repeats within the page) are no-ops.
+
+        A record against an acceptance rule (a revision or tombstone of another author's
+        record) or one whose projection fails is refused alone: left out of the result,
+        logged, and added to ``refused`` when given, while the rest of the page applies.
+        Only a batch published here (``source`` None) without ``refused`` raises instead.
+        """
+        tolerant = refused is not None or source is not None
         blocked = await self.blocked(conn, {r.author for r in batch})
         if blocked:
             raise AuthorBlocked(f"this node blocked the author {sorted(blocked)[0]}")
@@ -175,43 +210,40 @@ class RecordLog:
             )
             seqs.update({row.id: int(row.seq) for row in found})
         fresh = list({r.id: r for r in batch if r.id not in seqs}.values())
+        bad = await not_authored(conn, self.types, fresh)
+        if bad:
+            if not tolerant:
+                raise next(iter(bad.values()))
+            self._refuse(refused, source, [(r, bad[r.id]) for r in fresh if r.id in bad])
+            fresh = [r for r in fresh if r.id not in bad]
+        new_seqs: dict[bytes, int] = {}
         if fresh:
             held = await self.gate.screen(conn, fresh, source) if self.gate is not None else set()
-            received = now_ms()
-            inserted = await conn.execute(
-                records.insert().returning(
-                    records.c.id, records.c.seq, sort_by_parameter_order=True
-                ),
-                [
-                    {
-                        "id": r.id,
-                        "type": r.type,
-                        "author": r.author,
-                        "created": r.created,
-                        "received": received,
-                        "state": "suppressed" if r.id in held else "visible",
-                        "raw": r.raw,
-                        "source": source,
-                    }
-                    for r in fresh
-                ],
-            )
-            new_seqs = {row.id: int(row.seq) for row in inserted}
             touches_keys = any(r.type in ("key_rotation", "profile") for r in fresh)
             before = await self._identities(conn) if touches_keys else None
-            for record in fresh:
-                if record.id not in held:
-                    await self.types.project(conn, record)
+            if not tolerant:
+                new_seqs = await self._insert_and_project(conn, fresh, held, source)
+            else:
+                try:  # the fast path: the whole page at once, under one savepoint
+                    async with conn.begin_nested():
+                        new_seqs = await self._insert_and_project(conn, fresh, held, source)
+                except CivitasError:
+                    raise
+                except Exception:  # some record cannot project: find it, keep the rest
+                    new_seqs, failed = await self._one_by_one(conn, fresh, held, source)
+                    self._refuse(refused, source, failed)
             if touches_keys and await self._identities(conn) != before:
                 # Records signed by a key now known as someone's next key become theirs.
                 later = {t for p in self.types.projections if p.phase > 0 for t in p.record_types}
                 await self._rebuild(conn, later - {"key_rotation", "profile"})
-            hooks = conn.info.setdefault("after_commit", [])
-            hooks.extend(h for h in self.listeners if h not in hooks)
-        else:
-            new_seqs = {}
+            if new_seqs:
+                hooks = conn.info.setdefault("after_commit", [])
+                hooks.extend(h for h in self.listeners if h not in hooks)
         out = []
+        left_out = {r.id for r in fresh if r.id not in new_seqs} | set(bad)
         for record in batch:
+            if record.id in left_out:
+                continue
             if record.id in new_seqs:
                 out.append(Appended(record, new_seqs.pop(record.id), new=True))
             else:
@@ -220,6 +252,67 @@ class RecordLog:
                     seq = next(a.seq for a in out if a.record.id == record.id)
                 out.append(Appended(record, seq, new=False))
         return out
+
+    async def _insert_and_project(
+        self, conn: AsyncConnection, fresh: Sequence[Record], held: set[bytes], source: str | None
+    ) -> dict[bytes, int]:
+        received = now_ms()
+        inserted = await conn.execute(
+            records.insert().returning(records.c.id, records.c.seq, sort_by_parameter_order=True),
+            [
+                {
+                    "id": r.id,
+                    "type": r.type,
+                    "author": r.author,
+                    "created": r.created,
+                    "received": received,
+                    "state": "suppressed" if r.id in held else "visible",
+                    "raw": r.raw,
+                    "source": source,
+                }
+                for r in fresh
+            ],
+        )
+        new_seqs = {row.id: int(row.seq) for row in inserted}
+        for record in fresh:
+            if record.id not in held:
+                await self.types.project(conn, record)
+        return new_seqs
+
+    async def _one_by_one(
+        self, conn: AsyncConnection, fresh: Sequence[Record], held: set[bytes], source: str | None
+    ) -> tuple[dict[bytes, int], list[tuple[Record, RecordError]]]:
+        """The slow path, only after the page failed: each record under its own savepoint."""
+        new_seqs: dict[bytes, int] = {}
+        failed: list[tuple[Record, RecordError]] = []
+        for record in fresh:
+            try:
+                async with conn.begin_nested():
+                    new_seqs.update(await self._insert_and_project(conn, [record], held, source))
+            except CivitasError:
+                raise
+            except Exception as exc:
+                _log.exception(
+                    "record does not project", extra={"record": record.id_hex, "peer": source}
+                )
+                failed.append(
+                    (record, ProjectionFailed(f"{record.type} {record.id_hex} cannot apply: {exc}"))
+                )
+        return new_seqs, failed
+
+    @staticmethod
+    def _refuse(
+        refused: list[Refused] | None,
+        source: str | None,
+        records_and_errors: Sequence[tuple[Record, RecordError]],
+    ) -> None:
+        for record, error in records_and_errors:
+            _log.info(
+                "record refused",
+                extra={"record": record.id_hex, "peer": source, "why": error.message},
+            )
+            if refused is not None:
+                refused.append(Refused(record, error))
 
     @staticmethod
     async def _identities(conn: AsyncConnection) -> set[tuple[str, str, bool]]:

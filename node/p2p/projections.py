@@ -20,6 +20,7 @@ from node.p2p.records import Record
 
 BodyRule = Callable[[Mapping[str, Any]], None]
 ApplyFn = Callable[[AsyncConnection, Record], Awaitable[None]]
+TargetFn = Callable[[Mapping[str, Any]], Any]
 RefreshFn = Callable[[AsyncConnection, Sequence[Record]], Awaitable[None]]
 
 
@@ -43,11 +44,26 @@ class RecordTypes:
 
     rules: dict[str, BodyRule] = field(default_factory=dict)
     projections: list[Projection] = field(default_factory=list)
+    # Types whose records act on another record (a revision's root, a tombstone's
+    # target): only that record's author may sign them (docs/records.md).
+    acts_on: dict[str, TargetFn] = field(default_factory=dict)
 
     def register_rule(self, record_type: str, rule: BodyRule) -> None:
         if record_type in self.rules:
             raise ValueError(f"record type {record_type!r} already has a body rule")
         self.rules[record_type] = rule
+
+    def register_acts_on(self, record_type: str, target_of: TargetFn) -> None:
+        """Records of ``record_type`` revise or withdraw the record ``target_of(body)``
+        names (None: this one acts on nothing); the log refuses them from anyone but the
+        target's author (or that author's rotated key)."""
+        self.acts_on[record_type] = target_of
+
+    def target_of(self, record: Record) -> bytes | None:
+        """The record ``record`` revises or withdraws, if its type acts on one."""
+        target_of = self.acts_on.get(record.type)
+        target = target_of(record.body) if target_of is not None else None
+        return target if isinstance(target, bytes) else None
 
     def register_projection(self, projection: Projection) -> None:
         self.projections.append(projection)
