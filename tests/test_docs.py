@@ -61,3 +61,35 @@ async def test_openapi_describes_every_route(client: TestClient) -> None:
         if route.method.lower() not in doc["paths"].get(path, {}):
             missing.append(f"{route.method} {path}")
     assert missing == []
+
+
+def test_the_federation_limits_are_stated_as_enforced() -> None:
+    from node.catalog.schemas import MAX_DESCRIPTION, MAX_IMAGE_BYTES
+    from node.config import FederationSection
+    from node.p2p.federation import wire
+    from node.p2p.federation.routes import MAX_INBOX_BYTES
+    from node.p2p.federation.service import MAX_PAGE_BYTES, PAGE
+    from node.p2p.records import (
+        MAX_BODY_DEPTH,
+        MAX_LIST_ITEMS,
+        MAX_RECORD_BYTES,
+        MAX_STRING_BYTES,
+    )
+
+    section = README.split("#### Limits", 1)[1].split("\n#", 1)[0]
+    lines = " ".join(section.split()).split("- **")
+    stated = {line.split("**", 1)[0]: line for line in lines[1:]}
+    expected = {
+        "a record": [MAX_RECORD_BYTES, MAX_STRING_BYTES, MAX_LIST_ITEMS],
+        "a model's description": [MAX_DESCRIPTION, MAX_STRING_BYTES],
+        "an image": [MAX_IMAGE_BYTES],
+        "a records page": [wire.MAX_PAGE, PAGE, MAX_PAGE_BYTES],
+        "an inbox push": [wire.MAX_PUSH, MAX_INBOX_BYTES],
+    }
+    assert sorted(stated) == sorted(expected)
+    for name, values in expected.items():
+        for value in values:
+            assert f" {value:,} " in stated[name], f"README Limits: {name} must state {value:,}"
+    assert f"at most {MAX_BODY_DEPTH} levels" in stated["a record"]
+    # One image limit: what is published here is what peers fetch from each other.
+    assert FederationSection().wanted_max_bytes == MAX_IMAGE_BYTES

@@ -21,9 +21,9 @@ import pdqhash
 from PIL import Image, ImageOps
 
 from node.catalog import genmeta
+from node.catalog.schemas import MAX_IMAGE_BYTES as MAX_IMAGE_BYTES  # the one image limit
 from node.errors import BadRequest, CivitasError
 
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 MAX_SIDE = 16384
 PDQ_BYTES = 32

@@ -43,6 +43,8 @@ SIZES = ("pruned", "full")
 RESOURCE_TYPES = ("model", "lora", "embed", "vae", "other")
 MAX_FILES = 16
 MAX_DESCRIPTION = 30_000
+# The largest image: published here, served to peers and fetched from them (README "Limits").
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 
 def _one_of(
@@ -167,6 +169,8 @@ def check_image(body: Mapping[str, Any]) -> None:
     _attestation(body, sha256)
     for key in ("width", "height", "size"):
         _count(body, key)
+    if body["size"] > MAX_IMAGE_BYTES:
+        raise RecordRejected(f"body.size is over the image limit of {MAX_IMAGE_BYTES} bytes")
     schema.text(body, "mime", max_len=32)
     if body["mime"] not in ("image/png", "image/jpeg", "image/webp"):
         raise RecordRejected("body.mime must be image/png, image/jpeg or image/webp")
