@@ -2,8 +2,9 @@
 
 Pure functions over bytes (no I/O), pinned by the known-answer vectors in
 ``tests/vectors/``. Verification runs in one fixed order: size limit, bounded canonical
-decoding, envelope shape and version, did, depth and clock, then the signature. Body
-rules per record type come after, in :mod:`node.p2p.record_types`.
+decoding, envelope shape and version, did, depth and clock (``created`` from 2024-01-01
+up to 10 minutes ahead), then the signature. Body rules per record type come after, in
+:mod:`node.p2p.projections`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import msgpack
 
 from node.errors import (
+    RecordBeforeProtocol,
     RecordFromFuture,
     RecordMalformed,
     RecordNotCanonical,
@@ -34,6 +36,9 @@ MAX_STRING_BYTES = 32 * 1024
 MAX_LIST_ITEMS = 1024
 MAX_MAP_KEYS = 256
 MAX_FUTURE_MS = 10 * 60 * 1000
+# No record is older than the protocol: 2024-01-01T00:00:00Z. A signer's `created` is
+# refused below it, so nobody can back-date a claim to before every genuine one.
+EARLIEST_CREATED_MS = 1_704_067_200_000
 MAX_TYPE_LENGTH = 64
 SIGNATURE_BYTES = 64
 ENVELOPE_FIELDS = frozenset({"v", "type", "author", "created", "body", "sig"})
@@ -246,6 +251,11 @@ def verify_record(raw: bytes, now: int | None = None) -> Record:
     limit = (now_ms() if now is None else now) + MAX_FUTURE_MS
     if envelope["created"] > limit:
         raise RecordFromFuture("created is more than 10 minutes in the future")
+    if envelope["created"] < EARLIEST_CREATED_MS:
+        raise RecordBeforeProtocol(
+            f"created {envelope['created']} is before the protocol existed "
+            f"({EARLIEST_CREATED_MS}, 2024-01-01T00:00:00Z)"
+        )
     sig = envelope["sig"]
     if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
         raise RecordMalformed("sig must be 64 bytes")

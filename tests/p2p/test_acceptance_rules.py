@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from node.app import Node
 from node.catalog.tables import model_versions, models
-from node.errors import NotAuthor
+from node.errors import NotAuthor, RecordBeforeProtocol
 from node.p2p.log import Refused
 from node.p2p.projections import Projection
-from node.p2p.records import Record, sign_record
+from node.p2p.records import EARLIEST_CREATED_MS, Record, sign_record, verify_record
 from tests.catalog.forge import T0, image, key, model, profile, sha, tombstone, version
 
 PEER = "did:key:z6MkacceptanceRulesPeerForTestsOnly"
@@ -148,3 +148,12 @@ async def test_a_record_that_cannot_project_is_refused_alone(node: Node) -> None
     bomb2 = sign_record(MALLORY, "explosive", {"boom": True, "n": 2}, created=T0)
     appended = await node.log.accept_verified([bomb2, model(ALICE, "third")], PEER)
     assert [a.record.type for a in appended] == ["model"]
+
+
+def test_created_before_the_protocol_is_refused() -> None:
+    at_start = sign_record(ALICE, "model", {"name": "fox", "type": "LORA"}, EARLIEST_CREATED_MS)
+    assert verify_record(at_start.raw).created == EARLIEST_CREATED_MS
+    back_dated = sign_record(ALICE, "model", {"name": "fox", "type": "LORA"}, 0)
+    with pytest.raises(RecordBeforeProtocol) as refused:
+        verify_record(back_dated.raw)
+    assert refused.value.code == "record_before_protocol"

@@ -26,6 +26,7 @@ from tests.catalog.conftest import PASSWORD, lora_file, png_bytes
 from tests.p2p.test_torrents import LiveNode, start_node, wait_for
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "requests.json").read_text())
+T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z: records are not older than the protocol
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: v["name"])
@@ -156,7 +157,9 @@ async def test_pull_pages_through_a_long_log(pair: tuple[LiveNode, LiveNode]) ->
     for live in pair:
         await live.node.federation.stop()  # no pushes: B must pull
     key = SigningKey.from_seed(b"p" * 32)
-    batch = [sign_record(key, "profile", {"name": f"n{i}"}, created=1000 + i) for i in range(450)]
+    batch = [
+        sign_record(key, "profile", {"name": f"n{i}"}, created=T0 + 1000 + i) for i in range(450)
+    ]
     await a.node.log.accept_verified(batch)
     peer = await b.node.federation.peer(a.node.node_key.did)
     assert await b.node.federation.pull(peer) >= 450  # and A's node announcement
@@ -171,12 +174,12 @@ async def test_a_restored_peer_is_read_again_from_the_start(
 ) -> None:
     a, b = pair
     key = SigningKey.from_seed(b"r" * 32)
-    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "one"}, created=1)])
+    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "one"}, created=T0 + 1)])
     await b.node.federation.sync_all()
     # A is restored from a backup: a new epoch, and its log lost what came after it.
     async with a.node.db.write() as conn:
         await set_meta(conn, "log_epoch", "restored-epoch")
-    late = sign_record(key, "profile", {"name": "two"}, created=2)
+    late = sign_record(key, "profile", {"name": "two"}, created=T0 + 2)
     await a.node.log.accept_verified([late])
     async with b.node.db.write() as conn:  # B's cursor is past where A's log now ends
         await conn.execute(peers.update().values(cursor=10_000))
@@ -269,14 +272,14 @@ async def test_blocked_and_failing_peers(pair: tuple[LiveNode, LiveNode]) -> Non
     a, b = pair
     did_a = a.node.node_key.did
     key = SigningKey.from_seed(b"k" * 32)
-    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "x"}, created=1)])
+    await a.node.log.accept_verified([sign_record(key, "profile", {"name": "x"}, created=T0 + 1)])
     listed = await (await b.client.get("/api/admin/peers", headers=b.admin)).json()
     assert set(listed["peers"][0]) >= {"behind", "failing_since", "blocked"}
 
     # Blocked: its pushes are refused and it is not pulled from.
     resp = await b.client.post(f"/api/admin/peers/{did_a}/block", headers=b.admin)
     assert resp.status == 200 and (await resp.json())["peer"]["blocked"] is True
-    body = wire.encode_batch([sign_record(key, "profile", {"name": "y"}, created=2).raw])
+    body = wire.encode_batch([sign_record(key, "profile", {"name": "y"}, created=T0 + 2).raw])
     headers = sign_request(
         a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
     )
@@ -305,7 +308,9 @@ async def test_a_stopped_node_catches_up_and_a_late_node_backfills(tmp_path: Pat
             await b.node.federation.add_peer(a.url)
             await b.node.federation.stop()  # B is down: it hears nothing pushed meanwhile
             key = SigningKey.from_seed(b"c" * 32)
-            missed = [sign_record(key, "profile", {"name": f"m{i}"}, created=i) for i in range(30)]
+            missed = [
+                sign_record(key, "profile", {"name": f"m{i}"}, created=T0 + i) for i in range(30)
+            ]
             await a.node.log.accept_verified(missed)
             await b.node.federation.start()  # back up: its first round pulls what it missed
 
@@ -326,7 +331,7 @@ async def test_a_peer_pushing_too_much_is_slowed_down(pair: tuple[LiveNode, Live
     a, b = pair
     b.node.federation.max_pushed_per_minute = 3
     key = SigningKey.from_seed(b"f" * 32)
-    flood = [sign_record(key, "profile", {"name": f"f{i}"}, created=i).raw for i in range(4)]
+    flood = [sign_record(key, "profile", {"name": f"f{i}"}, created=T0 + i).raw for i in range(4)]
     body = wire.encode_batch(flood)
     headers = sign_request(
         a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did
@@ -424,8 +429,8 @@ async def test_a_per_author_quota_limits_what_peers_deliver(
     b.node.federation.author_records_per_day = 2
     busy = SigningKey.from_seed(b"q" * 32)
     other = SigningKey.from_seed(b"w" * 32)
-    batch = [sign_record(busy, "profile", {"name": f"b{i}"}, created=i) for i in range(3)]
-    batch.append(sign_record(other, "profile", {"name": "other"}, created=1))
+    batch = [sign_record(busy, "profile", {"name": f"b{i}"}, created=T0 + i) for i in range(3)]
+    batch.append(sign_record(other, "profile", {"name": "other"}, created=T0 + 1))
     body = wire.encode_batch([r.raw for r in batch])
     headers = sign_request(
         a.node.node_key, "POST", "/federation/v1/inbox", body, b.node.node_key.did

@@ -93,5 +93,6 @@ def test_bio_when_present_is_text_of_at_most_4000_characters(bio: Any) -> None:
 def test_a_signed_profile_body_passes_after_verification() -> None:
     key = SigningKey.from_seed(bytes(range(32)))
     body = {"name": "Ada", "bio": "hi", "next_key": NEXT_KEY, "later": {"x": 1}}
-    record = verify_record(sign_record(key, "profile", body, 1).raw, now=1)
+    created = 1_735_689_600_000  # 2025-01-01T00:00:00Z
+    record = verify_record(sign_record(key, "profile", body, created).raw, now=created)
     check_profile(record.body)

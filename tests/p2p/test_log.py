@@ -11,14 +11,18 @@ import sqlalchemy as sa
 from node.app import Node
 from node.errors import BadSignature, RecordRejected
 from node.p2p.keys import SigningKey
-from node.p2p.records import Record, sign_record
+from node.p2p.records import EARLIEST_CREATED_MS, Record, sign_record
 from node.p2p.tables import authors, records
 
+T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 SEED_A = bytes(range(32))
 SEED_B = bytes(range(1, 33))
 
 
 def profile(key: SigningKey, name: str, created: int, **extra: Any) -> Record:
+    """``created``: small numbers count from the protocol's earliest allowed time."""
+    if created < EARLIEST_CREATED_MS:
+        created += EARLIEST_CREATED_MS
     return sign_record(key, "profile", {"name": name, **extra}, created=created)
 
 
@@ -30,7 +34,7 @@ async def authors_table(node: Node) -> list[tuple[Any, ...]]:
 
 async def test_append_is_idempotent_by_record_id(node: Node) -> None:
     key = SigningKey.from_seed(SEED_A)
-    record = profile(key, "alice", 1_700_000_000_000)
+    record = profile(key, "alice", 1_735_689_600_000)
     first = await node.log.accept(record.raw)
     again = await node.log.accept(record.raw)
     assert first.new and not again.new
@@ -44,8 +48,8 @@ async def test_append_is_idempotent_by_record_id(node: Node) -> None:
 
 async def test_invalid_record_in_a_batch_writes_nothing(node: Node) -> None:
     key = SigningKey.from_seed(SEED_A)
-    good = profile(key, "alice", 1_700_000_000_000)
-    bad = profile(key, "bob", 1_700_000_000_001)
+    good = profile(key, "alice", 1_735_689_600_000)
+    bad = profile(key, "bob", 1_735_689_600_001)
     tampered = bytearray(bad.raw)
     tampered[bad.raw.index(bad.sig) + 10] ^= 0x01  # one bit of the signature
     with pytest.raises(BadSignature):
@@ -56,7 +60,7 @@ async def test_invalid_record_in_a_batch_writes_nothing(node: Node) -> None:
 
 async def test_body_rules_refuse_a_bad_profile(node: Node) -> None:
     key = SigningKey.from_seed(SEED_A)
-    bad = sign_record(key, "profile", {"name": ""}, created=1_700_000_000_000)
+    bad = sign_record(key, "profile", {"name": ""}, created=1_735_689_600_000)
     with pytest.raises(RecordRejected, match="name"):
         await node.log.accept(bad.raw)
     assert await node.log.count() == 0
@@ -104,7 +108,7 @@ async def test_reindex_rebuilds_the_same_tables(node: Node) -> None:
 
 async def test_unknown_record_types_are_stored_not_projected(node: Node) -> None:
     key = SigningKey.from_seed(SEED_A)
-    future = sign_record(key, "future_thing", {"anything": [1, b"x", {"y": None}]}, created=5)
+    future = sign_record(key, "future_thing", {"anything": [1, b"x", {"y": None}]}, created=T0)
     appended = await node.log.accept(future.raw)
     assert appended.new
     assert (await node.log.get(future.id)) is not None

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from node.errors import (
     BadSignature,
     MalformedDid,
+    RecordBeforeProtocol,
     RecordError,
     RecordFromFuture,
     RecordMalformed,
@@ -30,7 +31,7 @@ from node.errors import (
     RecordUnknownVersion,
 )
 from node.p2p import records
-from node.p2p.keys import SigningKey, b58encode
+from node.p2p.keys import SigningKey, b58encode, verify_signature
 from node.p2p.records import canonical_encode, sign_record, verify_record
 
 VECTOR_FILE = Path(__file__).resolve().parents[1] / "vectors" / "records.json"
@@ -176,6 +177,12 @@ def test_vector_id_is_the_hash_of_the_unsigned_envelope(vector: dict[str, Any]) 
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_vector_verifies(vector: dict[str, Any]) -> None:
     raw = bytes.fromhex(vector["raw"])
+    if vector["created"] < records.EARLIEST_CREATED_MS:
+        # Pinned for its bytes (created 0); the acceptance rules refuse it as back-dated.
+        with pytest.raises(RecordBeforeProtocol):
+            verify_record(raw, now=vector["created"])
+        verify_signature(vector["did"], bytes.fromhex(vector["sig"]), bytes.fromhex(vector["id"]))
+        return
     record = verify_record(raw, now=vector["created"])
     assert record.id.hex() == vector["id"]
     assert record.author == vector["did"]
@@ -447,6 +454,16 @@ def test_bad_created_is_malformed(created: Any) -> None:
         verify_record(signed_raw(unsigned(created=created)), now=NOW)
 
 
+def test_created_is_bounded_below_by_the_protocols_start() -> None:
+    earliest = records.EARLIEST_CREATED_MS
+    assert earliest == 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    assert verify_record(signed_raw(unsigned(created=earliest)), now=NOW).created == earliest
+    for created in (earliest - 1, 0, 1_000):
+        with pytest.raises(RecordBeforeProtocol) as refused:
+            verify_record(signed_raw(unsigned(created=created)), now=NOW)
+        assert refused.value.code == "record_before_protocol"
+
+
 @pytest.mark.parametrize("body", [[], "text", None, 0, b"\x00"])
 def test_body_that_is_not_a_map_is_malformed(body: Any) -> None:
     envelope = unsigned()
@@ -613,8 +630,10 @@ def test_created_up_to_10_minutes_ahead_is_accepted_and_beyond_is_refused() -> N
         verify_record(sign_record(KEY, "note", {}, 2**64 - 1).raw, now=NOW)
 
 
-def test_old_records_are_accepted() -> None:
-    verify_record(sign_record(KEY, "note", {}, 0).raw, now=NOW)
+def test_old_records_are_accepted_back_to_the_protocols_start() -> None:
+    verify_record(sign_record(KEY, "note", {}, records.EARLIEST_CREATED_MS).raw, now=NOW)
+    with pytest.raises(RecordBeforeProtocol):
+        verify_record(sign_record(KEY, "note", {}, 0).raw, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -726,7 +745,7 @@ def test_random_bodies_round_trip(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(25):
         body = _random_map(rng, 1)
-        created = rng.randrange(0, NOW)
+        created = rng.randrange(records.EARLIEST_CREATED_MS, NOW)
         key = rng.choice([KEY, OTHER])
         record = sign_record(key, "random_thing", body, created)
         verified = verify_record(record.raw, now=NOW)

@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from node.p2p.keys import SigningKey  # noqa: E402
-from node.p2p.records import sign_record, verify_record  # noqa: E402
+from node.p2p.records import EARLIEST_CREATED_MS, sign_record, verify_record  # noqa: E402
 
 OUTPUT = Path(__file__).with_name("records.json")
 ID_DOMAIN = b"civitas/record/v1\0"
@@ -215,7 +215,8 @@ def build() -> dict[str, Any]:
         record = sign_record(key, case["type"], case["body"], created=case["created"])
         if (key.did, record.id, record.sig, record.raw) != (did, record_id, sig, raw):
             raise SystemExit(f"{case['name']}: node.p2p.records disagrees; fix the node")
-        verify_record(raw, now=case["created"])
+        if case["created"] >= EARLIEST_CREATED_MS:  # older ones are pinned for their bytes
+            verify_record(raw, now=case["created"])
 
         vectors.append(
             {
