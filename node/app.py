@@ -46,6 +46,7 @@ from node.p2p import identity, rotation, torrent_routes
 from node.p2p import routes as p2p_routes
 from node.p2p.federation import announce
 from node.p2p.federation import routes as federation_routes
+from node.p2p.federation.budgets import PullLimits
 from node.p2p.federation.service import Federation
 from node.p2p.federation.signing import RequestVerifier
 from node.p2p.filestore import FileStore
@@ -108,6 +109,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         name=config.node.name,
         auto_connect=config.federation.auto_connect,
         author_records_per_day=config.federation.author_records_per_day,
+        limits=PullLimits.of(config.federation),
     )
     federation.auto_connect_private = config.federation.auto_connect_private
     federation.torrent_hints = index.remote_hints  # peers' BitTorrent addresses, for magnets

@@ -150,6 +150,33 @@ class FederationSection:
         "Let auto_connect reach announced nodes on private and loopback addresses (a LAN "
         "federation); otherwise only peers an operator adds may be on them.",
     )
+    pull_concurrency: int = setting(8, "Most peers pulled from at once in a round.", _positive)
+    pull_request_timeout_s: int = setting(
+        30, "Seconds a peer has to answer one request (a records page, a push).", _positive
+    )
+    pull_round_time_s: int = setting(
+        120,
+        "Seconds one peer's turn in a round may take (pull and push); then it fails.",
+        _positive,
+    )
+    pull_pages_per_round: int = setting(
+        100, "Most record pages read from one peer in a round (the rest: next round).", _positive
+    )
+    pull_records_per_round: int = setting(
+        20_000, "Most records read from one peer in a round (the rest: next round).", _positive
+    )
+    pull_pages_per_minute: int = setting(
+        300, "Most record pages read from one peer per minute, over all rounds.", _positive
+    )
+    pull_records_per_minute: int = setting(
+        60_000, "Most records read from one peer per minute, over all rounds.", _positive
+    )
+    unknown_types_per_minute: int = setting(
+        200,
+        "Most records of types this node does not know accepted from one peer per minute "
+        "(pulled or pushed); more are refused as unknown_type_over_budget.",
+        _non_negative,
+    )
 
 
 @dataclass

@@ -106,6 +106,9 @@ peers = sa.Table(
     # Added by the operator (may be on a private address), or auto-connected from an
     # announcement (public addresses only, checked at every connection).
     sa.Column("explicit", sa.Boolean, nullable=False, server_default=sa.true()),
+    # The last round's pull: new records, and those refused as JSON {reason: count}.
+    sa.Column("last_accepted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_refused", sa.Text, nullable=False, server_default="{}"),
 )
 
 # Projection of ``node`` records: the nodes this one has heard of, newest announcement wins.

@@ -6,17 +6,22 @@ changed (restored from a backup) is read again from the start. A page's valid re
 are appended and projected in one transaction; a bad record is skipped and logged, never
 allowed to block the rest. Image previews named by new records are fetched from the peer
 that sent them, size-capped and checked against their SHA256.
+
+A round pulls from every peer at once (at most ``limits.concurrency`` together), each
+peer in its own task within its budgets (:mod:`node.p2p.federation.budgets`): one slow,
+failing or hostile peer ends only its own turn, never the round, and never holds up the
+pushes to the others. Removing or blocking a peer cancels its running turn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,6 +30,16 @@ import sqlalchemy as sa
 from node.db import Database
 from node.errors import BadRequest, CivitasError, Conflict, NotFound, RecordError
 from node.p2p.federation import wire
+from node.p2p.federation.budgets import (
+    UNKNOWN_OVER_BUDGET,
+    UNLIMITED,
+    PeerBudget,
+    PeerMisbehaved,
+    PullLimits,
+    RoundTally,
+)
+from node.p2p.federation.pull import MAX_PAGE_BYTES, MAX_SEQ, PAGE, PullCursor, decode
+from node.p2p.federation.rounds import SyncRounds
 from node.p2p.federation.signing import sign_request
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
@@ -34,9 +49,7 @@ from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
 log = logging.getLogger("civitas.federation")
-MAX_PAGE_BYTES = 40 * 1024 * 1024
 MAX_BLOB_BYTES = 50 * 1024 * 1024
-PAGE = 200
 
 
 class TooManyRecords(CivitasError):
@@ -66,6 +79,8 @@ class Peer:
     failing_since: int | None = None
     next_try: int | None = None
     explicit: bool = True
+    last_accepted: int = 0  # new records in the last round's pull
+    last_refused: dict[str, int] = field(default_factory=dict)  # and refused, by reason
 
     def public(self) -> dict[str, Any]:
         return {**self.__dict__, "behind": max(0, self.their_high - self.cursor)}
@@ -87,12 +102,17 @@ def _peer(row: Any) -> Peer:
         row.failing_since,
         row.next_try,
         row.explicit,
+        row.last_accepted,
+        _refusals(row.last_refused),
     )
 
 
-def backoff_ms(failures: int) -> int:
-    """Exponential backoff for a failing peer: 5 s, 10 s, 20 s … at most an hour."""
-    return min(3600, 5 * 2 ** max(0, failures - 1)) * 1000
+def _refusals(text: str | None) -> dict[str, int]:
+    try:
+        counts = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): int(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
 
 
 class Federation:
@@ -107,6 +127,7 @@ class Federation:
         name: str = "",
         auto_connect: bool = False,
         author_records_per_day: int = 0,
+        limits: PullLimits | None = None,
     ) -> None:
         self.db = db
         self.log = log
@@ -121,23 +142,26 @@ class Federation:
         self.author_records_per_day = author_records_per_day
         self.public_url = ""  # set once known (configured, or the bound port)
         self._buckets: dict[str, _Bucket] = {}
-        self._wake = asyncio.Event()  # something new to push
-        self._pull_now = asyncio.Event()  # a new peer: pull without waiting for the timer
-        self._push_task: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self.limits = limits or PullLimits()
+        self._budgets: dict[str, PeerBudget] = {}
+        self._push_locks: dict[str, asyncio.Lock] = {}
+        self.rounds = SyncRounds(self)
 
     # --- HTTP to peers -------------------------------------------------------------------
 
     async def _get(self, url: str, limit: int) -> bytes:
         return await get_capped(url, limit)
 
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        total = min(float(TIMEOUT.total or 30), self.limits.request_timeout_s)
+        return aiohttp.ClientTimeout(total=total, connect=min(10.0, total))
+
     async def _post_signed(self, peer: Peer, path: str, body: bytes) -> None:
         headers = sign_request(self.key, "POST", path, body, peer.did)
         headers["Content-Type"] = wire.MSGPACK
         try:
             async with (
-                aiohttp.ClientSession(timeout=TIMEOUT) as session,
+                aiohttp.ClientSession(timeout=self._timeout()) as session,
                 session.post(
                     peer.url + path, data=body, headers=headers, allow_redirects=False
                 ) as resp,
@@ -161,8 +185,6 @@ class Federation:
             raise BadRequest("a peer URL starts with http:// or https://")
         if not explicit and not self.auto_connect_private:
             await refuse_private(url)
-        import json
-
         try:
             info = json.loads(await self._get(f"{url}/.well-known/civitas", 64 * 1024))
             did, name = str(info["did"]), str(info.get("name", ""))[:200]
@@ -180,7 +202,7 @@ class Federation:
                     did=did, url=url, name=name, added=now_ms(), explicit=explicit
                 )
             )
-        self._pull_now.set()
+        self.rounds.pull_now.set()
         return await self.peer(did)
 
     async def peer(self, did: str) -> Peer:
@@ -203,6 +225,8 @@ class Federation:
             gone = await conn.execute(peers.delete().where(peers.c.did == did))
         if gone.rowcount == 0:
             raise NotFound(f"{did} is not a peer of this node")
+        self.rounds.stop_peer(did)
+        self._budgets.pop(did, None)
 
     async def trusted_peer(self, did: str) -> Peer:
         """A peer allowed to push to our inbox."""
@@ -221,17 +245,34 @@ class Federation:
     # --- accepting records ----------------------------------------------------------------
 
     async def accept(self, raws: Sequence[bytes], source: Peer) -> tuple[int, list[str]]:
-        """Verify each record alone, append the good ones together; (new, errors)."""
+        """Verify each record alone, append the good ones together; (new, errors).
+
+        Records of types this node does not know are stored and relayed, but only
+        ``limits.unknown_types_per_minute`` of them a minute from one peer: the rest are
+        refused as ``unknown_type_over_budget``."""
         good: list[Record] = []
         errors: list[str] = []
+        known = self.log.types.rules.keys() | self.log.types.projected_types
+        unknown = self._budget(source.did).unknown
+        over = 0
         for raw in raws:
             try:
                 record = verify_record(raw)
                 self.log.types.check_body(record)
-                good.append(record)
             except RecordError as exc:
                 errors.append(exc.code)
                 log.info("record refused", extra={"peer": source.did, "why": exc.message})
+                continue
+            if record.type not in known and not unknown.take():
+                over += 1
+                continue
+            good.append(record)
+        if over:
+            errors += [UNKNOWN_OVER_BUDGET] * over
+            log.warning(
+                "records of unknown types refused",
+                extra={"peer": source.did, "count": over, "why": "over the per-minute budget"},
+            )
         blocked = await self.log.blocked_among(r.author for r in good)
         if blocked:
             errors += ["author_blocked"] * sum(1 for r in good if r.author in blocked)
@@ -267,6 +308,12 @@ class Federation:
             used[record.author] = used.get(record.author, 0) + 1
             kept.append(record)
         return kept, over
+
+    def _budget(self, did: str) -> PeerBudget:
+        budget = self._budgets.get(did)
+        if budget is None:
+            budget = self._budgets[did] = PeerBudget.of(self.limits)
+        return budget
 
     def take_push_allowance(self, did: str, count: int) -> None:
         """A token bucket per peer: at most ``max_pushed_per_minute`` pushed records."""
@@ -319,8 +366,6 @@ class Federation:
 
     async def _learn_torrent_address(self, peer: Peer) -> None:
         """The peer's BitTorrent address, for magnets' peer hints (best effort)."""
-        import json
-
         try:
             info = json.loads(await self._get(f"{peer.url}/.well-known/civitas", 64 * 1024))
         except (PeerError, ValueError):
@@ -331,32 +376,69 @@ class Federation:
         else:
             self.torrent_hints.pop(peer.did, None)
 
-    async def pull(self, peer: Peer) -> int:
-        """Read the peer's log from our cursor; return how many records were new."""
+    async def pull(
+        self, peer: Peer, limits: PullLimits = UNLIMITED, tally: RoundTally | None = None
+    ) -> int:
+        """Read the peer's log from our cursor, page by page, within ``limits`` (none by
+        default: a round passes its budgets); return how many records were new. A page
+        that breaks the protocol raises PeerMisbehaved (:mod:`.pull`)."""
+        tally = RoundTally() if tally is None else tally
+        budget = None if limits is UNLIMITED else self._budget(peer.did)
         await self._learn_torrent_address(peer)
-        cursor, epoch, total = peer.cursor, peer.epoch, 0
+        at = PullCursor(peer.cursor, peer.epoch)
         while True:
-            page = wire.decode_page(
-                await self._get(
-                    f"{peer.url}/federation/v1/records?after={cursor}&limit={PAGE}", MAX_PAGE_BYTES
-                )
-            )
-            if page.epoch != epoch:
-                if cursor != 0:  # restored from a backup: start over
-                    cursor, epoch = 0, page.epoch
-                    continue
-                epoch = page.epoch
+            limit = min(PAGE, limits.records_per_round - tally.records)
+            if budget is not None:
+                limit = min(limit, budget.records.available())
+            if tally.pages >= limits.pages_per_round or limit <= 0:
+                tally.stopped = "round budget spent (pages or records); more next round"
+                return tally.accepted
+            if budget is not None and not budget.pages.take():
+                tally.stopped = "per-minute page budget spent; more next round"
+                return tally.accepted
+            after = at.cursor
+            url = f"{peer.url}/federation/v1/records?after={after}&limit={limit}"
+            try:
+                async with asyncio.timeout(self.limits.request_timeout_s):
+                    body = await self._get(url, MAX_PAGE_BYTES)
+            except TimeoutError:
+                raise PeerError(
+                    f"{peer.url} sent no records page within {self.limits.request_timeout_s:g} s"
+                    f" (after={after})"
+                ) from None
+            tally.pages += 1
+            page = decode(body, after)
+            if not at.follow(page, after, limit):  # a new epoch: read again from the start
+                await self._update(peer.did, cursor=0, epoch=at.epoch)
+                continue
+            tally.records += len(page.entries)
+            if budget is not None:
+                budget.records.take(len(page.entries))
             raws = [e.raw for e in page.entries if e.raw is not None]
-            new, _ = await self.accept(raws, peer)
-            total += new
-            if page.entries:
-                cursor = page.entries[-1].seq
-            await self._update(peer.did, cursor=cursor, epoch=epoch, their_high=page.high)
+            new, errors = await self.accept(raws, peer)
+            tally.accepted += new
+            tally.refuse(errors)
+            high = max(0, min(page.high, MAX_SEQ))
+            await self._update(peer.did, cursor=at.cursor, epoch=at.epoch, their_high=high)
+            flood = errors.count(UNKNOWN_OVER_BUDGET)
+            if flood:  # past them now; but no more of this peer's log this round
+                raise PeerMisbehaved(
+                    f"sent more records of unknown types than federation.unknown_types_per_minute"
+                    f" ({self.limits.unknown_types_per_minute}) allows: {flood} refused"
+                )
             if not page.more:
-                return total
+                return tally.accepted
+
+    def _push_lock(self, did: str) -> asyncio.Lock:
+        return self._push_locks.setdefault(did, asyncio.Lock())
 
     async def push(self, peer: Peer) -> int:
-        """Send the peer what we accepted since we last pushed to it, in batches."""
+        """Send the peer what we accepted since we last pushed to it, in batches (one
+        push to a peer at a time: the round's and the push loop's take turns)."""
+        async with self._push_lock(peer.did):
+            return await self._push(await self.peer(peer.did))
+
+    async def _push(self, peer: Peer) -> int:
         sent = 0
         cursor = peer.pushed
         while True:
@@ -421,104 +503,31 @@ class Federation:
                 )
 
     async def sync_all(self, *, force: bool = False) -> dict[str, Any]:
-        """One round with every peer: pull then push. A failing peer is retried with
-        exponential backoff (``force`` ignores it); errors are kept per peer."""
-        await self.announce()
-        if self.auto_connect:
-            await self._connect_announced()
-        async with self._lock:
-            report: dict[str, Any] = {}
-            now = now_ms()
-            for peer in await self.list_peers():
-                if peer.blocked:
-                    continue
-                if not force and peer.next_try is not None and peer.next_try > now:
-                    report[peer.did] = {"skipped": "backing off after errors"}
-                    continue
-                try:
-                    if not peer.explicit and not self.auto_connect_private:
-                        await refuse_private(peer.url)  # announced, not named: public only
-                    pulled = await self.pull(peer)
-                    pushed = await self.push(await self.peer(peer.did))
-                except CivitasError as exc:
-                    await self._failed(peer, exc.message)
-                    report[peer.did] = {"error": exc.message}
-                    continue
-                await self._update(
-                    peer.did,
-                    last_sync=now_ms(),
-                    last_error=None,
-                    failures=0,
-                    failing_since=None,
-                    next_try=None,
-                )
-                report[peer.did] = {"pulled": pulled, "pushed": pushed}
-            return report
-
-    async def _failed(self, peer: Peer, message: str) -> None:
-        failures = peer.failures + 1
-        now = now_ms()
-        await self._update(
-            peer.did,
-            last_error=message,
-            failures=failures,
-            failing_since=peer.failing_since or now,
-            next_try=now + backoff_ms(failures),
-        )
+        """One round with every peer now (:meth:`SyncRounds.sync_all`)."""
+        return await self.rounds.sync_all(force=force)
 
     async def set_blocked(self, did: str, blocked: bool) -> Peer:
         """A blocked node is neither pulled from nor pushed to, and its pushes are refused."""
         await self.peer(did)
         await self._update(did, blocked=blocked)
+        if blocked:
+            self.rounds.stop_peer(did)
         return await self.peer(did)
 
     # --- background -------------------------------------------------------------------------
 
     def nudge(self) -> None:
         """New records were committed: push them to peers soon (news spreads in seconds)."""
-        self._wake.set()
+        self.rounds.wake.set()
 
     async def start(self) -> None:
         self.log.listeners.append(self.nudge)
-        self._task = asyncio.create_task(self._pull_loop(), name="federation-pull")
-        self._push_task = asyncio.create_task(self._push_loop(), name="federation-push")
+        self.rounds.start()
 
     async def stop(self) -> None:
         if self.nudge in self.log.listeners:
             self.log.listeners.remove(self.nudge)
-        for task in (self._task, self._push_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _pull_loop(self) -> None:
-        """Pull repairs whatever push missed: a full round every ``interval_s``."""
-        while True:
-            try:
-                await self.sync_all()
-            except Exception:  # the loop must outlive any one bad round
-                log.exception("sync round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._pull_now.wait(), timeout=self.interval_s)
-            self._pull_now.clear()
-
-    async def _push_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            async with self._lock:
-                for peer in await self.list_peers():
-                    if peer.blocked:
-                        continue
-                    if peer.next_try is not None and peer.next_try > now_ms():
-                        continue  # failing: the pull loop retries it, with backoff
-                    try:
-                        if not peer.explicit and not self.auto_connect_private:
-                            await refuse_private(peer.url)
-                        await self.push(peer)
-                    except CivitasError as exc:
-                        await self._failed(peer, exc.message)
+        await self.rounds.stop()
 
     # --- serving our log ---------------------------------------------------------------------
 

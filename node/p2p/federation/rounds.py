@@ -1,0 +1,237 @@
+"""Sync rounds: every peer in its own task, so no peer waits for another.
+
+A round pulls from and then pushes to each peer at once (at most
+``limits.concurrency`` together), each turn within the peer's round budgets
+(:mod:`.budgets`) and time limit. Whatever goes wrong in one turn, the peer's fault or
+ours (a hostile page, a full disk, a database error on a poison record), is that peer's
+failure: logged with the peer named, kept as its ``last_error``, backed off; never the
+end of the round for the others. News is pushed by a separate loop, again one task per
+peer, so a slow pull or a slow peer delays no push to the others. Removing or blocking
+a peer cancels its running turn and push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from node.errors import CivitasError, NotFound
+from node.p2p.federation.budgets import RoundTally
+from node.p2p.outgoing import refuse_private
+from node.p2p.records import now_ms
+
+if TYPE_CHECKING:
+    from node.p2p.federation.service import Federation, Peer
+
+log = logging.getLogger("civitas.federation")
+
+
+def backoff_ms(failures: int) -> int:
+    """Exponential backoff for a failing peer: 5 s, 10 s, 20 s … at most an hour."""
+    return min(3600, 5 * 2 ** max(0, failures - 1)) * 1000
+
+
+def _forget(tasks: dict[str, Any], did: str, task: asyncio.Task[Any]) -> None:
+    if tasks.get(did) is task:
+        del tasks[did]
+
+
+class SyncRounds:
+    """The federation's background work, and the rounds an operator starts."""
+
+    def __init__(self, federation: Federation) -> None:
+        self.fed = federation
+        self.wake = asyncio.Event()  # something new to push
+        self.pull_now = asyncio.Event()  # a new peer: pull without waiting for the timer
+        self._slots = asyncio.Semaphore(federation.limits.concurrency)
+        self._turns: dict[str, asyncio.Task[dict[str, Any]]] = {}  # running turns, by did
+        self._pushes: dict[str, asyncio.Task[None]] = {}  # running push-loop pushes
+        self._push_again: set[str] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # --- rounds ---------------------------------------------------------------------------
+
+    async def sync_all(self, *, force: bool = False) -> dict[str, Any]:
+        """One round with every peer: pull then push. A failing peer is retried with
+        exponential backoff (``force`` ignores it); errors, and what was accepted and
+        refused, are reported per peer. A peer whose turn is running already (the
+        background round) is joined, not started twice."""
+        fed = self.fed
+        await fed.announce()
+        if fed.auto_connect:
+            await fed._connect_announced()
+        report: dict[str, Any] = {}
+        turns: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        now = now_ms()
+        for peer in await fed.list_peers():
+            if peer.blocked:
+                continue
+            if not force and peer.next_try is not None and peer.next_try > now:
+                report[peer.did] = {"skipped": "backing off after errors"}
+                continue
+            turns[peer.did] = self._start_turn(peer)
+        results = await asyncio.gather(
+            *(asyncio.shield(t) for t in turns.values()), return_exceptions=True
+        )
+        for did, result in zip(turns, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                report[did] = {"error": "stopped: the peer was removed or blocked"}
+            elif isinstance(result, BaseException):  # a turn keeps its errors: not expected
+                report[did] = {"error": f"{type(result).__name__}: {result}"}
+            else:
+                report[did] = result
+        return report
+
+    def _start_turn(self, peer: Peer) -> asyncio.Task[dict[str, Any]]:
+        task = self._turns.get(peer.did)
+        if task is None or task.done():
+            task = asyncio.create_task(self._turn(peer), name=f"federation-turn {peer.did}")
+            self._turns[peer.did] = task
+            task.add_done_callback(functools.partial(_forget, self._turns, peer.did))
+        return task
+
+    async def _turn(self, peer: Peer) -> dict[str, Any]:
+        """Pull from, then push to, one peer within its budgets."""
+        fed, limits = self.fed, self.fed.limits
+        tally = RoundTally()
+        async with self._slots:
+            deadline = asyncio.timeout(limits.round_time_s)
+            try:
+                async with deadline:
+                    if not peer.explicit and not fed.auto_connect_private:
+                        await refuse_private(peer.url)  # announced, not named: public only
+                    await fed.pull(peer, limits, tally)
+                    pushed = await fed.push(peer)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                message = (
+                    f"{peer.url}: its turn took over {limits.round_time_s:g} s"
+                    " (federation.pull_round_time_s)"
+                )
+            except CivitasError as exc:
+                message = exc.message
+            except Exception as exc:  # one peer's failure, never the round's
+                log.exception("sync with a peer failed", extra={"peer": peer.did})
+                message = f"{type(exc).__name__} while syncing: {exc}"[:500]
+            else:
+                await fed._update(peer.did, **_healthy(), **_tallied(tally))
+                return {**tally.report(), "pushed": pushed}
+            log.warning("sync with a peer failed", extra={"peer": peer.did, "why": message})
+            await self._failed(peer, message, **_tallied(tally))
+            return {"error": message, **tally.report()}
+
+    async def _failed(self, peer: Peer, message: str, **values: Any) -> None:
+        failures = peer.failures + 1
+        now = now_ms()
+        await self.fed._update(
+            peer.did,
+            last_error=message,
+            failures=failures,
+            failing_since=peer.failing_since or now,
+            next_try=now + backoff_ms(failures),
+            **values,
+        )
+
+    def stop_peer(self, did: str) -> None:
+        """Cancel whatever this node is doing with ``did`` (removed or blocked)."""
+        for task in (self._turns.get(did), self._pushes.get(did)):
+            if task is not None and not task.done():
+                task.cancel()
+
+    # --- background -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._pull_loop(), name="federation-pull"),
+            asyncio.create_task(self._push_loop(), name="federation-push"),
+        ]
+
+    async def stop(self) -> None:
+        tasks = [*self._loops, *self._turns.values(), *self._pushes.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loops = []
+
+    async def _pull_loop(self) -> None:
+        """Pull repairs whatever push missed: a full round every ``interval_s``."""
+        while True:
+            try:
+                await self.sync_all()
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("sync round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.pull_now.wait(), timeout=self.fed.interval_s)
+            self.pull_now.clear()
+
+    async def _push_loop(self) -> None:
+        """News goes out at once, to each peer in its own task."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                for peer in await self.fed.list_peers():
+                    if peer.blocked:
+                        continue
+                    if peer.next_try is not None and peer.next_try > now_ms():
+                        continue  # failing: the pull loop retries it, with backoff
+                    running = self._pushes.get(peer.did)
+                    if running is not None and not running.done():
+                        self._push_again.add(peer.did)  # once more when it is done
+                        continue
+                    task = asyncio.create_task(
+                        self._push_turn(peer), name=f"federation-push {peer.did}"
+                    )
+                    self._pushes[peer.did] = task
+                    task.add_done_callback(functools.partial(_forget, self._pushes, peer.did))
+            except Exception:  # the loop must outlive a failing database call
+                log.exception("push round failed")
+
+    async def _push_turn(self, peer: Peer) -> None:
+        fed = self.fed
+        while True:
+            self._push_again.discard(peer.did)
+            try:
+                async with asyncio.timeout(fed.limits.round_time_s):
+                    if not peer.explicit and not fed.auto_connect_private:
+                        await refuse_private(peer.url)
+                    await fed.push(peer)
+            except asyncio.CancelledError:
+                raise
+            except NotFound:
+                return  # removed meanwhile
+            except Exception as exc:  # this peer's failure only
+                if isinstance(exc, CivitasError):
+                    message = exc.message
+                elif isinstance(exc, TimeoutError):
+                    message = f"{peer.url}: a push took over {fed.limits.round_time_s:g} s"
+                else:
+                    log.exception("push to a peer failed", extra={"peer": peer.did})
+                    message = f"{type(exc).__name__} while pushing: {exc}"[:500]
+                with contextlib.suppress(NotFound):
+                    await self._failed(await fed.peer(peer.did), message)
+                return
+            if peer.did not in self._push_again:
+                return
+
+
+def _healthy() -> dict[str, Any]:
+    return {
+        "last_sync": now_ms(),
+        "last_error": None,
+        "failures": 0,
+        "failing_since": None,
+        "next_try": None,
+    }
+
+
+def _tallied(tally: RoundTally) -> dict[str, Any]:
+    refused = json.dumps(dict(sorted(tally.refused.items())))
+    return {"last_accepted": tally.accepted, "last_refused": refused}
