@@ -17,7 +17,9 @@ from aiohttp import web
 from node import __version__, admin_pages
 from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
+from node.accounts.passwords import PasswordHasher
 from node.accounts.service import AccountService
+from node.accounts.throttle import LoginThrottle
 from node.catalog import download_pages
 from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
@@ -35,7 +37,13 @@ from node.config import Config
 from node.db import Database, head_revision
 from node.errors import DatabaseError
 from node.home import Home
-from node.http import error_middleware, json_ok, require_admin
+from node.http import (
+    TrustedProxies,
+    error_middleware,
+    json_ok,
+    make_forwarded_middleware,
+    require_admin,
+)
 from node.moderation import pages as moderation_pages
 from node.moderation import projection as moderation_projection
 from node.moderation import routes as moderation_routes
@@ -92,7 +100,18 @@ class Node:
 def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -> Node:
     db = Database(config.database_url)
     record_log = RecordLog(db, build_record_types())
-    accounts = AccountService(db, record_log, home, config.auth.session_hours)
+    accounts = AccountService(
+        db,
+        record_log,
+        home,
+        config.auth.session_hours,
+        PasswordHasher(config.auth.hash_concurrency, config.auth.login_queue),
+        LoginThrottle(
+            per_account=config.auth.login_failures_per_account,
+            per_address=config.auth.login_failures_per_address,
+            max_delay_s=config.auth.login_max_delay_s,
+        ),
+    )
     store = FileStore(home.path / "files", db)
     index = TorrentIndex(db, store)
     engine = (
@@ -268,6 +287,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         client_max_size=node.config.server.max_body_bytes,
         middlewares=[
             error_middleware,
+            make_forwarded_middleware(TrustedProxies(node.config.server.trusted_proxies)),
             account_routes.make_auth_middleware(node.accounts, admin_token),
         ],
     )

@@ -7,6 +7,7 @@ Environment variables are ``CIVITAS_<SECTION>_<KEY>`` (``CIVITAS_SERVER_PORT=808
 """
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -45,6 +46,16 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return check
 
 
+def _networks(value: str) -> str | None:
+    for part in value.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                return f"{part.strip()!r} is not an IP address or CIDR network"
+    return None
+
+
 def _database_url(value: str) -> str | None:
     if value == "" or value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         return None
@@ -69,6 +80,24 @@ class ServerSection:
         1024 * 1024, "Largest request body accepted by JSON endpoints, in bytes.", _positive
     )
 
+    trusted_proxies: str = setting(
+        "",
+        "Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed; empty: none (the socket's address counts).",
+        _networks,
+    )
+    header_timeout_s: int = setting(
+        10,
+        "Seconds a client has to send a request's headers, from when the connection opens "
+        "or the previous answer ends.",
+        _positive,
+    )
+    body_timeout_s: int = setting(
+        30, "Seconds a request body may stall while the node waits for its next byte.", _positive
+    )
+    max_connections_per_address: int = setting(
+        16, "Most open connections from one client address (trusted proxies exempt).", _positive
+    )
 
 @dataclass
 class DatabaseSection:
@@ -89,6 +118,26 @@ class LogSection:
 @dataclass
 class AuthSection:
     session_hours: int = setting(24 * 14, "How long a web UI login lasts, in hours.", _positive)
+    login_failures_per_account: int = setting(
+        5,
+        "Wrong passwords an account takes before each further try must wait, twice as long "
+        "each time (429 with Retry-After).",
+        _positive,
+    )
+    login_failures_per_address: int = setting(
+        20,
+        "Wrong passwords one client address may send before it must wait the same way.",
+        _positive,
+    )
+    login_max_delay_s: int = setting(
+        900, "Longest wait imposed after wrong passwords, in seconds.", _positive
+    )
+    hash_concurrency: int = setting(
+        2, "Password hashes computed at once (each in a thread, off the event loop).", _positive
+    )
+    login_queue: int = setting(
+        32, "Logins that may wait for a hashing thread; more are answered 429.", _positive
+    )
 
 
 def _non_negative(value: int) -> str | None:

@@ -7,16 +7,26 @@ with its status; anything else is logged and answered with a bare 500.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from aiohttp import StreamReader, web
 
-from node.errors import BadRequest, CivitasError, Forbidden, PayloadTooLarge, Unauthorized
+from node.errors import (
+    BadRequest,
+    CivitasError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+)
 
 log = logging.getLogger("civitas.http")
 
@@ -82,6 +92,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         reason = exc.reason or "error"
         return error_response(exc.status, reason.lower().replace(" ", "_"), reason)
+    except (ValueError, UnicodeError) as exc:
+        if not _from_request_parsing(exc.__traceback__):
+            log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+            return error_response(500, "internal_error", "internal error; see the node's log")
+        status = 400
+        return error_response(400, "malformed_request", f"the request is malformed: {exc}"[:500])
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal_error", "internal error; see the node's log")
@@ -97,17 +113,66 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+# aiohttp's and its helpers' modules that parse what a client sent. A ValueError or
+# UnicodeError raised inside them (and not in our code they called) is bad input: 400.
+_PARSING_MODULES = ("aiohttp/web_request.py", "aiohttp/multipart.py")
+_NODE_DIR = str(Path(__file__).parent)
+
+
+def _from_request_parsing(tb: TracebackType | None) -> bool:
+    """Whether the innermost frames are aiohttp parsing a request, not our code."""
+    inside = False
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+        if filename.endswith(_PARSING_MODULES):
+            inside = True
+        elif filename.startswith(_NODE_DIR):
+            inside = False  # our code, below the parser: a bug, not bad input
+        tb = tb.tb_next
+    return inside
+
+
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request's JSON object body, or a 400 that says what is wrong with it."""
     if request.content_type != "application/json":
         raise BadRequest("send a JSON body with Content-Type: application/json")
-    try:
-        data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    data = parse_json(await request.read())
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
+
+
+def parse_json(raw: bytes | str, what: str = "the body") -> Any:
+    """Client-sent JSON, or a 400: not JSON, nested deeper than :data:`MAX_JSON_DEPTH`,
+    or holding a lone surrogate (``"\\ud800"`` parses, but no database can store it)."""
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise BadRequest(f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    _check_json(data, what)
+    return data
+
+
+def _check_json(data: Any, what: str) -> None:
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise BadRequest(f"{what} holds a lone surrogate (\\ud800-\\udfff)")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items)
 
 
 async def read_capped(stream: StreamReader, limit: int, what: str = "the body") -> bytes:
@@ -124,6 +189,34 @@ async def read_capped(stream: StreamReader, limit: int, what: str = "the body") 
             raise PayloadTooLarge(f"{what} is over the limit of {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+# Cursors and ids from a query string: ASCII digits, at most this (a signed 64-bit column
+# holds it with room to spare), so no peer's number reaches SQL as an overflow.
+MAX_QUERY_INT = 2**62
+
+
+def parse_int(raw: str, lo: int = 0, hi: int = MAX_QUERY_INT) -> int | None:
+    """``raw`` as an integer in [lo, hi], or None: ASCII digits with an optional minus
+    (``int`` alone also takes spaces, underscores and other scripts' digits)."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+        return None
+    value = int(raw)
+    return value if lo <= value <= hi else None
+
+
+def query_int(
+    request: web.Request, name: str, default: int, *, lo: int = 0, hi: int = MAX_QUERY_INT
+) -> int:
+    """The integer query parameter ``name`` (``default`` when absent), or a 400 naming it."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    value = parse_int(raw, lo, hi)
+    if value is None:
+        raise BadRequest(f"{name} must be an integer from {lo} to {hi}")
+    return value
 
 
 def field(data: dict[str, Any], name: str, kind: type = str, *, default: Any = ...) -> Any:
@@ -151,3 +244,69 @@ def require_admin(request: web.Request) -> Principal:
     if not who.is_admin:
         raise Forbidden("only an administrator may do this")
     return who
+
+
+# --- client address, behind trusted proxies ----------------------------------------------
+
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
+
+
+class TrustedProxies:
+    """Reverse proxies whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed."""
+
+    def __init__(self, spec: str = "") -> None:
+        self.networks = [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in spec.split(",")
+            if part.strip()
+        ]
+
+    def __contains__(self, address: object) -> bool:
+        if not self.networks or not isinstance(address, str):
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def client_of(self, peer: str, forwarded_for: list[str]) -> str:
+        """The first address, from the right, that is not one of our proxies. A hop that
+        is not an address ends the walk: what the last trusted hop said is all we know."""
+        address = peer
+        hops = [h.strip() for value in forwarded_for for h in value.split(",")]
+        for hop in reversed(hops):
+            if address not in self:
+                break
+            try:
+                address = str(ipaddress.ip_address(hop))
+            except ValueError:
+                break
+        return address
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the socket's peer, or what a trusted proxy forwarded."""
+    return request.get(CLIENT_ADDRESS) or request.remote or ""
+
+
+def make_forwarded_middleware(trusted: TrustedProxies) -> Any:
+    """Behind a trusted proxy, the request's ``remote`` and ``scheme`` become the client's
+    (so ``request.secure`` sets the session cookie's Secure flag behind TLS)."""
+
+    @web.middleware
+    async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote or ""
+        if peer not in trusted:
+            request[CLIENT_ADDRESS] = peer
+            return await handler(request)
+        address = trusted.client_of(peer, request.headers.getall("X-Forwarded-For", []))
+        protos = request.headers.get("X-Forwarded-Proto", "").split(",")
+        proto = protos[-1].strip().lower()
+        forwarded = request.clone(
+            remote=address, scheme=proto if proto in ("http", "https") else request.scheme
+        )
+        forwarded[CLIENT_ADDRESS] = address
+        return await handler(forwarded)
+
+    return forwarded_middleware

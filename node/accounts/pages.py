@@ -14,7 +14,8 @@ from node.accounts.routes import (
     end_session,
     set_session_cookie,
 )
-from node.errors import Unauthorized
+from node.errors import TooManyRequests, Unauthorized
+from node.http import client_address
 from node.render import RATING_COOKIE, RENDERER, local_path, page
 
 PREFERENCE_SECONDS = 365 * 24 * 3600
@@ -38,17 +39,22 @@ async def login(request: web.Request) -> web.StreamResponse:
     check_form_token(request, _text(form, FORM_FIELD))
     username, target = _text(form, "username"), local_path(_text(form, "next"))
     try:
-        session_id, _user = await request.app[ACCOUNTS].login(username, _text(form, "password"))
-    except Unauthorized as exc:
-        return request.app[RENDERER].render(
+        session_id, _user = await request.app[ACCOUNTS].login(
+            username, _text(form, "password"), client_address(request)
+        )
+    except (Unauthorized, TooManyRequests) as exc:
+        answer = request.app[RENDERER].render(
             request,
             "login.html",
-            status=401,
+            status=exc.status,
             title="Log in",
             next=target,
             username=username,
             error=exc.message,
         )
+        if isinstance(exc, TooManyRequests):
+            answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
     response = web.HTTPSeeOther(target)
     set_session_cookie(request, response, session_id)
     raise response

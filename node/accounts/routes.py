@@ -17,6 +17,7 @@ from node.http import (
     SESSION_COOKIE,
     Handler,
     Principal,
+    client_address,
     field,
     json_ok,
     principal,
@@ -133,7 +134,7 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
 async def login(request: web.Request) -> web.Response:
     data = await read_json(request)
     session_id, user = await request.app[ACCOUNTS].login(
-        field(data, "username"), field(data, "password")
+        field(data, "username"), field(data, "password"), client_address(request)
     )
     who = await request.app[ACCOUNTS].session(session_id)
     assert who is not None

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from node.accounts.passwords import (
     MAX_PASSWORD,
     MIN_PASSWORD,
+    PasswordHasher,
     hash_password,
     token_digest,
-    verify_password,
 )
 from node.accounts.tables import api_tokens, sessions, users
+from node.accounts.throttle import LoginThrottle
 from node.db import Database
 from node.errors import BadRequest, Conflict, KeyFileError, NotFound, Unauthorized
 from node.home import Home
@@ -63,11 +64,21 @@ def check_password(password: str) -> None:
 
 
 class AccountService:
-    def __init__(self, db: Database, log: RecordLog, home: Home, session_hours: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        log: RecordLog,
+        home: Home,
+        session_hours: int,
+        hasher: PasswordHasher | None = None,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.db = db
         self.log = log
         self.home = home
         self.session_ms = session_hours * 3600 * 1000
+        self.hasher = hasher or PasswordHasher()
+        self.throttle = throttle or LoginThrottle()
 
     # --- users ----------------------------------------------------------------------
 
@@ -80,7 +91,7 @@ class AccountService:
         if await self._find(name) is not None:
             raise Conflict(f"user {name!r} exists already")
         key = SigningKey.generate()
-        password_hash = hash_password(password)
+        password_hash = await self.hasher.hash(password)
         profile = self._profile(key, name, self._save_keys(key))
         self.log.types.check_body(profile)
         async with self.db.write() as conn:
@@ -190,13 +201,21 @@ class AccountService:
 
     # --- sessions -------------------------------------------------------------------
 
-    async def login(self, name: str, password: str) -> tuple[str, User]:
-        """Check a password; return a new session id. Same error for any failure."""
-        async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
-        stored = row.password_hash if row is not None else _DUMMY_HASH
-        if not verify_password(password, stored) or row is None:
+    async def login(self, name: str, password: str, address: str | None = None) -> tuple[str, User]:
+        """Check a password; return a new session id. Same error for any failure; 429
+        (TooManyRequests) while the account or ``address`` must wait after wrong ones."""
+        if not isinstance(name, str) or not USERNAME.match(name):
+            raise Unauthorized("wrong username or password")  # no such name can exist
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD:
             raise Unauthorized("wrong username or password")
+        async with self.throttle.attempt(name, address):
+            async with self.db.read() as conn:
+                row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
+            stored = row.password_hash if row is not None else _DUMMY_HASH
+            if not await self.hasher.verify(password, stored) or row is None:
+                self.throttle.failed(name, address)
+                raise Unauthorized("wrong username or password")
+            self.throttle.succeeded(name)
         session_id = secrets.token_urlsafe(32)
         now = now_ms()
         async with self.db.write() as conn:
