@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
@@ -36,14 +37,25 @@ def peer_list(ctx: Context) -> None:
     if not peers:
         click.echo("no peers")
     for p in peers:
-        if p["blocked"]:
-            state = "blocked"
-        elif p["last_error"]:
-            since = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p["failing_since"] / 1000))
-            state = f"failing since {since} UTC: {p['last_error']}"
-        else:
-            state = "connected"
-        click.echo(f"{p['did']}\t{p['url']}\tbehind by {p['behind']}\t{state}")
+        click.echo(describe_peer(p))
+
+
+def describe_peer(p: dict[str, Any]) -> str:
+    """One line of ``peer list``: where it is, how far behind, its state, and what its
+    last round accepted and refused (with the reasons counted)."""
+    if p["blocked"]:
+        state = "blocked"
+    elif p["last_error"]:
+        since = time.strftime("%Y-%m-%d %H:%M", time.gmtime(p["failing_since"] / 1000))
+        state = f"failing since {since} UTC: {p['last_error']}"
+    else:
+        state = "connected"
+    refused = p.get("last_refused") or {}
+    reasons = ", ".join(f"{why} {n}" for why, n in sorted(refused.items()))
+    last = f"last round: {p.get('last_accepted', 0)} accepted, {sum(refused.values())} refused"
+    if reasons:
+        last += f" ({reasons})"
+    return f"{p['did']}\t{p['url']}\tbehind by {p['behind']}\t{last}\t{state}"
 
 
 @peer.command("remove")

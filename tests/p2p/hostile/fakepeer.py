@@ -9,12 +9,14 @@ counts every request by path, so a test can bound what the node under test asked
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from node.errors import RecordError
 from node.p2p.federation import wire
 from node.p2p.federation.pull import MAX_PAGE_BYTES
 from node.p2p.federation.signing import RequestVerifier
@@ -38,6 +40,14 @@ MODES = {
     "trickle": "honest, endless, slow pages (one every trickle_s)",
     "unknown_flood": "endless pages of records of an unknown type",
 }
+
+
+def entry_id(raw: bytes) -> bytes:
+    """A record's id; a record too broken to have one gets a stand-in (poison is served too)."""
+    try:
+        return verify_record(raw).id
+    except RecordError:
+        return hashlib.sha256(raw).digest()
 
 
 class FakePeer:
@@ -114,7 +124,7 @@ class FakePeer:
         records = self.records if records is None else records
         chosen = records[after : after + limit]
         entries = [
-            wire.PageEntry(after + i + 1, verify_record(raw).id, "visible", raw)
+            wire.PageEntry(after + i + 1, entry_id(raw), "visible", raw)
             for i, raw in enumerate(chosen)
         ]
         return wire.Page(self.epoch, len(records), entries, after + limit < len(records))
@@ -161,7 +171,7 @@ class FakePeer:
             return wire.Page(page.epoch, page.high, page.entries, True)
         if mode == "seq_after":
             raw = self.records[0]
-            entry = wire.PageEntry(after, verify_record(raw).id, "visible", raw)
+            entry = wire.PageEntry(after, entry_id(raw), "visible", raw)
             return wire.Page(self.epoch, after + 10, [entry], True)
         if mode == "epoch_flap":
             self.epoch = f"epoch-{self._pages}"

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import msgpack
+
 from node.p2p.keys import SigningKey
-from node.p2p.records import RECORD_VERSION, Record, canonical_encode, record_id_of, verify_record
+from node.p2p.records import ID_DOMAIN, RECORD_VERSION, Record, verify_record
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 UNKNOWN_TYPE = "x_hostile_junk"
@@ -48,8 +50,21 @@ def forge(
         "body": body,
         **envelope,
     }
-    sig = signer.sign(record_id_of(unsigned))
-    return canonical_encode({**unsigned, "sig": sig})
+    sig = signer.sign(hashlib.sha256(ID_DOMAIN + _packed(unsigned)).digest())
+    return _packed({**unsigned, "sig": sig})
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value, key=lambda k: str(k).encode())}
+    if isinstance(value, list | tuple):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def _packed(value: Any) -> bytes:
+    """The canonical encoding, without its limits (the node's own refuses to make poison)."""
+    return bytes(msgpack.packb(_sorted(value), use_bin_type=True))
 
 
 def record(signer: SigningKey, record_type: str, body: Any, created: int = T0) -> Record:
