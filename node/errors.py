@@ -82,17 +82,6 @@ class TooManyRequests(CivitasError):
         self.retry_after_s = max(1, math.ceil(retry_after))
 
 
-class TooManyRequests(CivitasError):
-    """Slow down: answered as 429 with ``Retry-After`` (whole seconds, rounded up)."""
-
-    code = "too_many_requests"
-    status = 429
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = max(1, math.ceil(retry_after))
-
-
 # --- records ---------------------------------------------------------------------------
 
 
