@@ -265,6 +265,12 @@ class ComputeSection:
     max_output_bytes: int = setting(
         512 * 1024 * 1024, "Largest single output (image or LoRA) a worker may upload.", _positive
     )
+    max_worker_uploads: int = setting(
+        2, "Most output uploads one worker may send at once (more: 429).", _positive
+    )
+    upload_timeout_s: int = setting(
+        600, "Seconds one output upload may take from its first byte to its last.", _positive
+    )
 
 
 @dataclass

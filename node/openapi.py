@@ -340,7 +340,10 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/compute/jobs/{id}/outputs/{sha256}": {
         "put": _op(
-            "Upload one output's bytes, named by their SHA256 (worker-signed)",
+            "Upload one output's bytes, named by their SHA256; signed by the worker over that "
+            "SHA256 and checked (signature 401, lease 403/409, outputs 409, length 413, "
+            "compute.max_worker_uploads 429) before the body is read; "
+            "compute.upload_timeout_s 408",
             params=_params(ID, ("sha256", "path", "string")),
             body="application/octet-stream",
             ok="201",

@@ -343,7 +343,9 @@ class JobQueue:
             raise NotFound(f"no job {job_id} on this node")
         if row.state == "cancelled":
             raise Conflict(f"job {job_id} was cancelled by its requester: stop working on it")
-        if row.state not in ACTIVE or row.lease_worker != did:
+        if row.state in ACTIVE and row.lease_worker != did:
+            raise Forbidden(f"you do not hold job {job_id}: another worker does")
+        if row.state not in ACTIVE:
             raise Conflict(f"you do not hold job {job_id} (it is {row.state})")
         if row.lease_until is not None and row.lease_until < self.clock():
             raise Conflict(f"your lease on job {job_id} ran out; it goes back to the queue")

@@ -29,14 +29,22 @@ from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog import schemas
-from node.catalog.images import ImageInfo, inspect_image
+from node.catalog.images import MAX_IMAGE_BYTES, ImageInfo, inspect_image
 from node.catalog.publish import ModelFields, Publisher, VersionFields, record_safe
 from node.catalog.tables import images as image_rows
 from node.catalog.tables import model_versions, models
 from node.compute.queue import JobQueue
 from node.compute.requests import expected_parameters
 from node.compute.tables import compute_jobs, compute_workers
-from node.errors import AuthorBlocked, BadRequest, BadSignature, Conflict, Forbidden, NotFound
+from node.errors import (
+    AuthorBlocked,
+    BadRequest,
+    BadSignature,
+    CivitasError,
+    Conflict,
+    Forbidden,
+    NotFound,
+)
 from node.http import Principal
 from node.p2p.keys import SigningKey, verify_signature
 from node.p2p.records import Record, sign_record
@@ -75,6 +83,17 @@ def _outputs(data: dict[str, Any]) -> list[Output]:
             raise BadRequest(f"outputs[{i}].sig is not base64") from None
         out.append(Output(check_sha256(sha), size, raw_sig))
     return out
+
+
+def _outputs_made(row: Any) -> int:
+    return int(json.loads(row.params).get("count", 1)) if row.kind == "generate" else 1
+
+
+def _listing(folder: Path) -> set[str]:
+    try:
+        return {p.name for p in folder.iterdir()}
+    except FileNotFoundError:
+        return set()
 
 
 def _parameters_text(data: bytes) -> str | None:
@@ -161,19 +180,54 @@ class ResultDesk:
     def temp_path(self) -> Path:
         return self.publisher.store.temp_path()
 
+    async def upload_cap(self, job_id: int, did: str, sha256: str) -> int:
+        """The most bytes ``did`` may upload as ``sha256`` for this job, or why it may not.
+
+        The worker must hold the job, and a job takes no more distinct uploads than it
+        makes outputs (a refused result clears them, so a worker can try again).
+        """
+        async with self.queue.db.read() as conn:
+            row = await self.queue.held(conn, job_id, did)
+        await self._check_room(row, sha256)
+        if row.kind == "generate":
+            return min(MAX_IMAGE_BYTES, self.max_output_bytes)
+        return self.max_output_bytes
+
+    async def _check_room(self, row: Any, sha256: str) -> None:
+        want = _outputs_made(row)
+        staged = await asyncio.to_thread(_listing, self.job_dir(row.id))
+        if sha256 not in staged and len(staged) >= want:
+            raise Conflict(
+                f"job {row.id} makes {want} output(s) and {len(staged)} are uploaded already; "
+                "submit the result (a refused result clears them)"
+            )
+
     async def stage(self, job_id: int, did: str, temp: Path, sha256: str, digest: str) -> None:
         """Keep an uploaded output (already in ``temp``) if its bytes hash to ``sha256``."""
         sha256 = check_sha256(sha256)
         async with self.queue.db.read() as conn:
-            await self.queue.held(conn, job_id, did)
+            row = await self.queue.held(conn, job_id, did)
         if digest.upper() != sha256:
             raise BadRequest("the uploaded bytes do not hash to the SHA256 in the path")
+        await self._check_room(row, sha256)  # again: another upload may have landed since
         target = self.staged(job_id, sha256)
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(shutil.move, temp, target)
 
     async def submit(self, job_id: int, did: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Verify a worker's result and publish it; the job is done when this returns."""
+        """Verify a worker's result and publish it; the job is done when this returns.
+
+        A refused result clears the job's uploads: they were wrong, or are sent again.
+        """
+        async with self.queue.db.read() as conn:
+            await self.queue.held(conn, job_id, did)  # a stranger's call clears nothing
+        try:
+            return await self._submit(job_id, did, data)
+        except CivitasError:
+            await self.discard(job_id)
+            raise
+
+    async def _submit(self, job_id: int, did: str, data: dict[str, Any]) -> dict[str, Any]:
         outputs = _outputs(data)
         async with self.queue.db.read() as conn:
             row = await self.queue.held(conn, job_id, did)

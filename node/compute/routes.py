@@ -6,14 +6,12 @@ worker key (see :mod:`node.compute.auth`) and answer only registered worker dids
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
 from node.compute import inputs
-from node.compute.auth import spool
 from node.compute.queue import FINISHED, TrainImage
 from node.compute.results import check_sha256
 from node.compute.service import Compute
@@ -83,7 +81,7 @@ async def _multipart_job(
             raise BadRequest("only training jobs take images: set kind to train")
         images = await received.keep(compute.queue.store, inputs.captions_of(data))
     finally:
-        await asyncio.to_thread(received.discard)
+        received.discard()  # synchronous: runs even when the request is cancelled
     data.pop("captions", None)
     return data, images
 
@@ -212,16 +210,9 @@ async def fail(request: web.Request) -> web.Response:
 
 async def upload_output(request: web.Request) -> web.Response:
     """The raw bytes of one output, named by their SHA256; signed over that digest."""
-    compute = request.app[COMPUTE]
-    sha256 = check_sha256(request.match_info["sha256"])
-    temp = compute.desk.temp_path()
-    try:
-        digest, size = await spool(request, temp, compute.config.max_output_bytes)
-        did = compute.auth.verify_digest(request, digest)
-        await compute.desk.stage(_job_id(request), did, temp, sha256, digest)
-    finally:
-        await asyncio.to_thread(temp.unlink, missing_ok=True)
-    return json_ok({"sha256": sha256, "size": size}, status=201)
+    uploads = request.app[COMPUTE].uploads
+    received = await uploads.receive(request, _job_id(request), request.match_info["sha256"])
+    return json_ok(received, status=201)
 
 
 async def submit_result(request: web.Request) -> web.Response:

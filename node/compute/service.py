@@ -18,6 +18,7 @@ from node.catalog.publish import Publisher
 from node.compute.auth import WorkerAuth
 from node.compute.queue import JobQueue
 from node.compute.results import ResultDesk
+from node.compute.uploads import OutputUploads
 from node.config import ComputeSection
 from node.p2p.keys import SigningKey
 
@@ -29,6 +30,7 @@ class Compute:
     queue: JobQueue
     desk: ResultDesk
     auth: WorkerAuth
+    uploads: OutputUploads
     config: ComputeSection
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -65,4 +67,5 @@ def build_compute(
     queue = JobQueue(publisher.db, publisher.store, config)
     desk = ResultDesk(queue, publisher, author_key, outputs_dir, config.max_output_bytes)
     queue.on_released = desk.discard
-    return Compute(queue, desk, WorkerAuth(node_did), config)
+    auth = WorkerAuth(node_did)
+    return Compute(queue, desk, auth, OutputUploads(auth, desk, config), config)

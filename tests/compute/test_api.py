@@ -192,17 +192,21 @@ async def test_results_are_verified_before_anything_is_kept(
     lease = (await (await holder.request("POST", "/api/compute/pop", {})).json())["job"]
     good = _png(expected_parameters(lease)[0])
 
-    # a worker that does not hold the job
+    # a worker that does not hold the job (another worker does): refused before the body
     resp = await _upload(other, job["id"], good)
-    assert resp.status == 409 and "you do not hold" in (await resp.json())["message"]
+    assert resp.status == 403 and "you do not hold" in (await resp.json())["message"]
     resp = await _deliver(holder, job["id"], [good], other_key)  # signed by the wrong key
     assert resp.status == 403 and "attestation" in (await resp.json())["message"]
     # bytes that do not match the path's SHA256
     path = f"/api/compute/jobs/{job['id']}/outputs/{'0' * 64}"
     from node.compute.auth import sign_digest
 
-    digest = hashlib.sha256(good).hexdigest()
-    headers = sign_digest(worker_key, "PUT", path, digest, node.node_key.did)
+    signed_for_other_bytes = sign_digest(
+        worker_key, "PUT", path, hashlib.sha256(good).hexdigest(), node.node_key.did
+    )
+    resp = await client.put(path, data=good, headers=signed_for_other_bytes)
+    assert resp.status == 401  # the signature covers the SHA256 in the path
+    headers = sign_digest(worker_key, "PUT", path, "0" * 64, node.node_key.did)
     resp = await client.put(path, data=good, headers=headers)
     assert resp.status == 400 and "do not hash" in (await resp.json())["message"]
     # a corrupt image, a wrong seed, a wrong size
