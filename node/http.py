@@ -219,6 +219,27 @@ def query_int(
     return value
 
 
+_TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
+_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """``target`` if it is a path on this site (for ``next=`` redirects), else ``default``.
+
+    Read as a browser reads a ``Location``: tabs and newlines anywhere are dropped, C0
+    controls and spaces at either end trimmed, backslashes taken as slashes. What is left
+    must start with one ``/`` (``//host`` is another site) and hold only printable ASCII;
+    that normalised form is returned, so the browser sees exactly what was checked."""
+    if not target:
+        return default
+    path = target.translate(_TAB_OR_NEWLINE).strip(_C0_AND_SPACE).replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//"):
+        return default
+    if not all(0x21 <= ord(c) < 0x7F for c in path):
+        return default
+    return path
+
+
 def field(data: dict[str, Any], name: str, kind: type = str, *, default: Any = ...) -> Any:
     value = data.get(name, default)
     if value is ...:

@@ -94,13 +94,6 @@ def shown_ratings(request: web.Request) -> tuple[str, ...]:
     return ALL_RATINGS if request.cookies.get(RATING_COOKIE) == "all" else SAFE_RATINGS
 
 
-def local_path(target: str | None, default: str = "/") -> str:
-    """``target`` if it is a path on this site (for ``next=`` redirects), else ``default``."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return default
-
-
 def set_flash(response: web.StreamResponse, messages: list[str]) -> None:
     """Notes for the next page (warnings after publishing), shown once."""
     if messages:

@@ -15,8 +15,8 @@ from node.accounts.routes import (
     set_session_cookie,
 )
 from node.errors import TooManyRequests, Unauthorized
-from node.http import client_address
-from node.render import RATING_COOKIE, RENDERER, local_path, page
+from node.http import client_address, local_path
+from node.render import RATING_COOKIE, RENDERER, page
 
 PREFERENCE_SECONDS = 365 * 24 * 3600
 
