@@ -16,13 +16,16 @@ import re
 
 from aiohttp import web
 
-from node.catalog.routes import CATALOG
+from node.catalog.routes import CATALOG, int_id
 from node.errors import BadRequest, Forbidden, NotFound
 from node.http import (
     Principal,
+    client_address,
     field,
     json_ok,
+    parse_int,
     principal,
+    query_int,
     read_capped,
     read_json,
     require_admin,
@@ -59,7 +62,7 @@ def _submitter(request: web.Request, contact: str = "") -> Submitter:
     return Submitter(
         contact=contact,
         account=who.user.name if who.user is not None else None,
-        address=request.remote,
+        address=client_address(request),
     )
 
 
@@ -150,10 +153,9 @@ async def review(request: web.Request) -> web.Response:
 
 async def close_item(request: web.Request) -> web.Response:
     who = require_moderator(request)
-    try:
-        item_id = int(request.match_info["item"])
-    except ValueError:
-        raise NotFound("a queue item id is an integer") from None
+    item_id = parse_int(request.match_info["item"])
+    if item_id is None:
+        raise NotFound("a queue item id is an integer")
     data = await read_json(request) if request.can_read_body else {}
     note = data.get("note", "")
     if not isinstance(note, str):
@@ -176,10 +178,9 @@ async def confirm_delete(request: web.Request) -> web.Response:
 
 async def rerate(request: web.Request) -> web.Response:
     who = require_moderator(request)
-    try:
-        model_id = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("a model id is an integer") from None
+    model_id = int_id(request.match_info["id"])
+    if model_id is None:
+        raise NotFound("a model id is a 53-bit integer")
     root = await request.app[CATALOG].views.root_for_int(model_id)
     if root is None:
         raise NotFound(f"no model {model_id}")
@@ -190,10 +191,9 @@ async def rerate(request: web.Request) -> web.Response:
 
 async def rerate_image(request: web.Request) -> web.Response:
     who = require_moderator(request)
-    try:
-        image_int = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("an image id is an integer") from None
+    image_int = int_id(request.match_info["id"])
+    if image_int is None:
+        raise NotFound("an image id is a 53-bit integer")
     views = request.app[CATALOG].views
     image_id = await views.image_id_for_int(image_int)
     if image_id is None:
@@ -207,10 +207,7 @@ async def rerate_image(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     require_moderator(request)
-    try:
-        before = int(request.query["before"]) if "before" in request.query else None
-    except ValueError:
-        raise BadRequest("before must be an audit entry id") from None
+    before = query_int(request, "before", 0) or None
     return json_ok({"entries": await request.app[MODERATION].audit_entries(before=before)})
 
 
@@ -242,17 +239,14 @@ async def report(request: web.Request) -> web.Response:
         field(data, "reason"),
         field(data, "comment", default=""),
         who.user.name if who.user is not None else None,
-        request.remote,
+        client_address(request),
     )
     return json_ok({"report": result}, status=201)
 
 
 async def takedown_list(request: web.Request) -> web.Response:
-    try:
-        after = int(request.query.get("after", 0))
-        limit = min(500, max(1, int(request.query.get("limit", 100))))
-    except ValueError:
-        raise BadRequest("after and limit must be integers") from None
+    after = query_int(request, "after", 0)
+    limit = query_int(request, "limit", 100, lo=1, hi=500)
     return json_ok(await request.app[MODERATION].takedown_list(after, limit))
 
 
