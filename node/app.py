@@ -25,6 +25,7 @@ from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
 from node.catalog.fetch import FetchService
+from node.catalog.ingest_limits import IngestSlots
 from node.catalog.previews import PreviewCache
 from node.catalog.publish import Publisher
 from node.catalog.search import ModelSearch
@@ -161,7 +162,14 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     moderation.author_key = home.author_key
     _wire_enforcer(enforcer, engine, fetcher, federation, record_log)
     catalog = CatalogService(
-        publisher=Publisher(db, record_log, store, gate=enforcer, on_stored=fetcher.seed_published),
+        publisher=Publisher(
+            db,
+            record_log,
+            store,
+            gate=enforcer,
+            on_stored=fetcher.seed_published,
+            slots=IngestSlots(config.server.max_concurrent_ingests),
+        ),
         search_index=ModelSearch(db),
         views=views,
         store=store,

@@ -79,6 +79,12 @@ class ServerSection:
     max_body_bytes: int = setting(
         1024 * 1024, "Largest request body accepted by JSON endpoints, in bytes.", _positive
     )
+    max_concurrent_ingests: int = setting(
+        4,
+        "Most model files received, hashed and checked at once; one more upload is answered "
+        "503 with Retry-After, a publish from the node's disk waits.",
+        _positive,
+    )
 
     trusted_proxies: str = setting(
         "",

@@ -18,7 +18,7 @@ from multidict import MultiDict, MultiDictProxy
 from node.accounts.routes import FORM_FIELD, check_form_token
 from node.catalog.detect import BASE_MODELS
 from node.catalog.genmeta import format_a1111
-from node.catalog.routes import CATALOG, MAX_IMAGE_UPLOAD, UPLOAD_CHUNK, int_id
+from node.catalog.routes import CATALOG, UPLOAD_CHUNK, int_id, read_preview
 from node.catalog.schemas import MODEL_TYPES, RATINGS
 from node.catalog.search import SORTS, SearchQuery
 from node.catalog.service import MAX_PREVIEWS
@@ -270,6 +270,12 @@ async def publish(request: web.Request) -> web.StreamResponse:
     """The form without JavaScript: fields first, then preview images, the file last."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the publish form as multipart/form-data")
+    # The slot is taken before a byte of the body is read (previews are held in memory).
+    async with request.app[CATALOG].publisher.slots.hold(wait=False):
+        return await _read_publish_form(request)
+
+
+async def _read_publish_form(request: web.Request) -> web.StreamResponse:
     reader = await request.multipart()
     fields: MultiDict[str] = MultiDict()
     images: list[bytes] = []
@@ -284,11 +290,9 @@ async def publish(request: web.Request) -> web.StreamResponse:
                 check_form_token(request, fields[FORM_FIELD])
                 require_user(request)
             elif part.name == "image":
-                blob = await part.read()
-                if len(blob) > MAX_IMAGE_UPLOAD:
-                    raise PayloadTooLarge("a preview image is limited to 50 MiB")
+                blob = await read_preview(part, images)
                 if part.filename and blob:
-                    images.append(bytes(blob))
+                    images.append(blob)
             elif part.name == "file":
                 return await _publish_file(request, part, fields, images)
             else:

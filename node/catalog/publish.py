@@ -22,6 +22,7 @@ from node.catalog import schemas
 from node.catalog.detect import Detection, detect
 from node.catalog.hashing import FileHashes, StreamHasher, hash_file_async
 from node.catalog.images import ImageInfo, inspect_image, served_copy
+from node.catalog.ingest_limits import IngestSlots, checked_start
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
@@ -190,7 +191,9 @@ class Publisher:
         store: FileStore,
         gate: IngestGate | None = None,
         on_stored: Callable[[TorrentMeta, Path, str], None] | None = None,
+        slots: IngestSlots | None = None,
     ) -> None:
+        self.slots = slots or IngestSlots()
         self.db = db
         self.log = log
         self.store = store
@@ -211,6 +214,21 @@ class Publisher:
         """Publish a file on this node's disk (copied into the store, or kept in place)."""
         if not await asyncio.to_thread(source.is_file):
             raise NotFound(f"{source} is not a file on the node's disk")
+        async with self.slots.hold(wait=True):
+            return await self._publish_file(
+                author, source, model, version, model_root, images, in_place
+            )
+
+    async def _publish_file(
+        self,
+        author: SigningKey,
+        source: Path,
+        model: ModelFields,
+        version: VersionFields,
+        model_root: bytes | None,
+        images: Sequence[bytes],
+        in_place: bool,
+    ) -> Published:
         header = await asyncio.to_thread(_checked_header, source, source.name)
         previews = await asyncio.to_thread(_prepare_previews, images)
         temp = None if in_place else self.store.temp_path()
@@ -241,6 +259,29 @@ class Publisher:
         second read of the stored file.
         """
         refuse_pickle(b"", filename)
+        async with self.slots.hold(wait=False):
+            return await self._publish_stream(
+                author,
+                filename,
+                checked_start(chunks, filename),
+                model,
+                version,
+                model_root,
+                images,
+                expected_size,
+            )
+
+    async def _publish_stream(
+        self,
+        author: SigningKey,
+        filename: str,
+        chunks: AsyncIterator[bytes],
+        model: ModelFields,
+        version: VersionFields,
+        model_root: bytes | None,
+        images: Sequence[bytes],
+        expected_size: int | None,
+    ) -> Published:
         previews = await asyncio.to_thread(_prepare_previews, images)
         temp = self.store.temp_path()
         guess = piece_length_for(expected_size or 0)

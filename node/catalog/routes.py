@@ -10,10 +10,10 @@ from typing import Any
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.catalog.ids import BITS
-from node.catalog.images import resized
+from node.catalog.images import MAX_IMAGE_BYTES, resized
 from node.catalog.progress import Progress, sse_events
 from node.catalog.search import SearchQuery
-from node.catalog.service import CatalogService
+from node.catalog.service import MAX_PREVIEWS, CatalogService
 from node.errors import BadRequest, NotFound, PayloadTooLarge
 from node.http import json_ok, read_json, require_admin, require_user
 
@@ -24,7 +24,8 @@ CIVITAI_SORTS = {
     "Highest Rated": "most_downloaded",
     "Name": "name",
 }
-MAX_IMAGE_UPLOAD = 50 * 1024 * 1024
+MAX_IMAGE_UPLOAD = MAX_IMAGE_BYTES  # one preview part; the app's 1 MiB body cap is for JSON
+MAX_PREVIEW_TOTAL = 64 * 1024 * 1024  # all preview parts of one upload, held in memory
 UPLOAD_CHUNK = 1024 * 1024
 SAFE_RATINGS = ["PG", "PG13"]
 
@@ -285,7 +286,9 @@ async def publish_upload(request: web.Request) -> web.Response:
         request.content_length,
     )
     with progress.failing():
-        result = await _publish_multipart(request, progress)
+        # The slot is taken before a byte of the body is read (previews are held in memory).
+        async with request.app[CATALOG].publisher.slots.hold(wait=False):
+            result = await _publish_multipart(request, progress)
         progress.done(
             modelId=result["model"]["id"], sha256=result["sha256"], created=result["created"]
         )
@@ -309,10 +312,7 @@ async def _publish_multipart(request: web.Request, progress: Progress) -> dict[s
             if not isinstance(data, dict):
                 raise BadRequest("the metadata part must be a JSON object")
         elif part.name == "image":
-            blob = await part.read(decode=False)
-            if len(blob) > MAX_IMAGE_UPLOAD:
-                raise PayloadTooLarge("a preview image is limited to 50 MiB")
-            images.append(bytes(blob))
+            images.append(await read_preview(part, images))
             progress.receive(request.content.total_bytes)
         elif part.name == "file":
             filename = part.filename or "model.safetensors"
@@ -329,6 +329,26 @@ async def _publish_multipart(request: web.Request, progress: Progress) -> dict[s
         else:
             raise BadRequest(f"unexpected part {part.name!r}")
     raise BadRequest("no 'file' part")
+
+
+async def read_preview(part: BodyPartReader, previous: list[bytes]) -> bytes:
+    """One preview image part, read in chunks up to the image cap.
+
+    ``part.read()`` would stop at the app's ``client_max_size`` (1 MiB, meant for JSON).
+    The count of previews and their total are checked too, before more is read.
+    """
+    if len(previous) >= MAX_PREVIEWS:
+        raise BadRequest(f"at most {MAX_PREVIEWS} preview images")
+    room = min(MAX_IMAGE_UPLOAD, MAX_PREVIEW_TOTAL - sum(map(len, previous)))
+    data = bytearray()
+    while chunk := await part.read_chunk(UPLOAD_CHUNK):
+        data += chunk
+        if len(data) > room:
+            raise PayloadTooLarge(
+                f"a preview image is limited to {MAX_IMAGE_UPLOAD // 2**20} MiB and all of an "
+                f"upload's previews to {MAX_PREVIEW_TOTAL // 2**20} MiB"
+            )
+    return bytes(data)
 
 
 async def _chunks(

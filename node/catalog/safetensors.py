@@ -19,8 +19,15 @@ from typing import Any, NoReturn
 
 from node.errors import CivitasError
 
-HEADER_LIMIT = 100 * 1024 * 1024
-MAX_TENSORS = 1_000_000
+# Header work is bounded by size, below what any real checkpoint needs. An SDXL checkpoint
+# has ~2,500 tensors in a header of ~300 KiB; Flux dev ~1,000; SD3 or Flux with their text
+# encoders a few thousand; kohya metadata adds at most a few MiB. The safetensors library
+# allows 100 MB headers: a 70 MB header of 1M tensors took ~1 GB and 20 s to parse here.
+HEADER_LIMIT = 16 * 1024 * 1024  # bytes of header JSON
+MAX_TENSORS = 20_000  # 8x the largest real single-file checkpoint
+# Commas bound the JSON values, hence the Python objects a parse builds (~260 bytes a
+# value at worst, so ~50 MiB at this cap): 10 a tensor at MAX_TENSORS, metadata included.
+MAX_HEADER_COMMAS = 200_000
 MAX_RANK = 8
 U64_MAX = 2**64 - 1  # the reference parser reads dims and offsets as u64 (usize)
 METADATA_KEY = "__metadata__"
@@ -86,6 +93,10 @@ class HeaderNotObject(SafetensorsError):
 
 class HeaderBadPadding(SafetensorsError):
     code = "safetensors_header_bad_padding"
+
+
+class HeaderTooComplex(SafetensorsError):
+    code = "safetensors_header_too_complex"
 
 
 class DuplicateKey(SafetensorsError):
@@ -225,7 +236,8 @@ def header_length(first8: bytes, file_size: int) -> int:
         raise HeaderEmpty("the declared header length is 0")
     if n > HEADER_LIMIT:
         raise HeaderTooLarge(
-            f"the declared header length {n} exceeds the {HEADER_LIMIT}-byte limit"
+            f"the declared header length {n} exceeds this node's {HEADER_LIMIT}-byte limit "
+            "(real checkpoints' headers are under a few MiB)"
         )
     if 8 + n > file_size:
         raise HeaderBeyondFile(
@@ -361,6 +373,24 @@ def _check_tiling(tensors: list[TensorInfo], data_size: int) -> None:
         raise TrailingData(f"{data_size - position} trailing bytes {what}")
 
 
+def _prescan(header_bytes: bytes) -> None:
+    """Count before parsing, at C speed and without allocating: how many tensors the
+    header declares and how many values it holds, so a header built to cost memory and
+    time is refused before a single object is made. (An escaped ``\\"data_offsets\\"``
+    inside a metadata string does not match, a comma inside one counts: conservative.)"""
+    tensors = header_bytes.count(b'"data_offsets"')
+    if tensors > MAX_TENSORS:
+        raise TooManyTensors(
+            f"the header declares {tensors} tensors, over this node's limit of {MAX_TENSORS}"
+        )
+    commas = header_bytes.count(b",")
+    if commas > MAX_HEADER_COMMAS:
+        raise HeaderTooComplex(
+            f"the header holds {commas} JSON values, over this node's limit of "
+            f"{MAX_HEADER_COMMAS}"
+        )
+
+
 def parse_header(header_bytes: bytes, file_size: int) -> SafetensorsHeader:
     """Validate the ``N`` JSON bytes that follow the length, for a file of ``file_size``."""
     header_size = len(header_bytes)
@@ -373,6 +403,7 @@ def parse_header(header_bytes: bytes, file_size: int) -> SafetensorsHeader:
         raise HeaderBeyondFile(
             f"a {header_size}-byte header does not fit in a {file_size}-byte file"
         )
+    _prescan(header_bytes)
     raw = _decode_json(header_bytes)
     metadata = _metadata(raw.pop(METADATA_KEY)) if METADATA_KEY in raw else {}
     if len(raw) > MAX_TENSORS:

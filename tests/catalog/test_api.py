@@ -347,3 +347,33 @@ async def test_huge_or_negative_integer_ids_are_4xx_json_never_500(
             assert "error" in await resp.json(), (method, path[:80])
         page = await client.get(f"/models/{raw}")
         assert page.status == 404, raw[:80]
+
+
+def _noise_png(side: int, seed: int = 0) -> bytes:
+    """A PNG that does not compress: ``side`` x ``side`` random RGB, about 3 bytes a pixel."""
+    import numpy as np
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "PNG", compress_level=0)
+    return out.getvalue()
+
+
+async def test_preview_parts_over_1_mib_are_accepted_up_to_the_image_cap(
+    client: TestClient, node: Node, alice: User, make_lora: Callable[..., Path]
+) -> None:
+    auth = {"Authorization": f"Bearer {await node.accounts.create_token('alice')}"}
+    big = _noise_png(1000)
+    assert 2 * 2**20 < len(big) < node.config.server.max_body_bytes * 4
+    meta = {"name": "Big preview", "base_model": "SD 1.5"}
+    data = make_lora("big.safetensors", 3).read_bytes()
+    resp = await client.post("/api/models", data=upload_form(data, meta, [big]), headers=auth)
+    assert resp.status == 201, await resp.text()
+    images = (await resp.json())["model"]["modelVersions"][0]["images"]
+    assert [(i["width"], i["height"]) for i in images] == [(1000, 1000)]
+
+    nine = [png_bytes(i) for i in range(9)]
+    data = make_lora("nine.safetensors", 4).read_bytes()
+    resp = await client.post("/api/models", data=upload_form(data, meta, nine), headers=auth)
+    assert resp.status == 400 and "at most 8" in (await resp.json())["message"]
+    assert list(node.store.tmp.iterdir()) == []

@@ -26,6 +26,7 @@ from node.catalog.safetensors import (
     HeaderNotJson,
     HeaderNotObject,
     HeaderNotUtf8,
+    HeaderTooComplex,
     HeaderTooLarge,
     MetadataInvalid,
     OffsetsInvalid,
@@ -148,7 +149,7 @@ MALFORMED: list[tuple[str, bytes, type[SafetensorsError]]] = [
     ("header length zero", _huge_length(0), HeaderEmpty),
     ("header past the end", (100).to_bytes(8, "little") + b"{}", HeaderBeyondFile),
     ("truncated inside the header", GOOD[:20], HeaderBeyondFile),
-    ("header over 100 MB", _huge_length(HEADER_LIMIT + 1), HeaderTooLarge),
+    ("header over the 16 MiB cap", _huge_length(HEADER_LIMIT + 1), HeaderTooLarge),
     ("header length 2**63", _huge_length(2**63), HeaderTooLarge),
     ("header not utf-8", build(b'{"w\xff": 1}'), HeaderNotUtf8),
     ("lone surrogate name", build(b'{"\\ud800": 1}'), HeaderNotUtf8),
@@ -156,6 +157,11 @@ MALFORMED: list[tuple[str, bytes, type[SafetensorsError]]] = [
     ("NaN is not json", build(b'{"__metadata__": {"a": NaN}}'), HeaderNotJson),
     ("leading whitespace", build(b' {"w": 1}'), HeaderNotJson),
     ("nested too deep", build(b"[" * 200_000), HeaderNotJson),
+    (
+        "too many values",
+        build(b'{"a": [' + b"0," * (st.MAX_HEADER_COMMAS + 1) + b"0]}"),
+        HeaderTooComplex,
+    ),
     ("json array", build(b"[1, 2]"), HeaderNotObject),
     ("json string", build(b'"model"'), HeaderNotObject),
     ("nul padding", build(json.dumps(ONE).encode() + b"\x00\x00", bytes(8)), HeaderBadPadding),
@@ -275,7 +281,7 @@ def test_messages_name_the_tensor_and_the_field() -> None:
     with pytest.raises(MetadataInvalid, match=r"__metadata__\['epochs'\]"):
         parse(build({"__metadata__": {"epochs": 10}}))
     with pytest.raises(DuplicateKey, match="'w'"):
-        parse(MALFORMED[18][1])
+        parse(next(b for name, b, _ in MALFORMED if name == "duplicate tensor name"))
 
 
 def test_too_many_tensors_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
