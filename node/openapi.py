@@ -102,12 +102,16 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/model-versions/{id}": {"get": _op("One model version", params=_params(ID))},
     "/api/v1/model-versions/by-hash/{hash}": {
         "get": _op(
-            "The version holding a file with this hash (any type, any case)",
+            "The version holding a file with this hash (any type, any case); where several "
+            "authors claim the file, the first-seen claim, the others in civitas.disputedBy",
             params=_params(("hash", "path", "string")),
         ),
     },
     "/api/v1/model-versions/by-hash": {
-        "post": _op("Versions for up to 100 SHA256 hashes", body="application/json"),
+        "post": _op(
+            "Versions for up to 100 SHA256 hashes (one per hash, as the GET chooses)",
+            body="application/json",
+        ),
     },
     "/api/v1/images": {
         "get": _op(
@@ -286,6 +290,15 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
     },
     "/api/admin/sync": {"post": _op("Sync with every peer now (admin)", auth=True)},
+    "/api/admin/wanted": {
+        "get": _op(
+            "Files this node's records need and it does not hold yet, with retries (admin)",
+            auth=True,
+        ),
+    },
+    "/api/admin/wanted/retry": {
+        "post": _op("Make every wanted file due now (admin)", auth=True),
+    },
     "/api/jobs": {
         "post": _op(
             "Submit a generation job (JSON) or a training job (multipart: params, image…, zip)",

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.catalog.claims import claims, disputes, winners_by_sha256
 from node.catalog.tables import (
     file_details,
     image_resources,
@@ -388,7 +389,9 @@ class CatalogViews:
         return found[0] if found else None
 
     async def version_by_hash(self, value: str) -> dict[str, Any] | None:
-        """A version holding a file with this hash, of any Civitai hash type, any case."""
+        """The version that answers for a file with this hash (any Civitai hash type, any
+        case): where several authors claim the file, the first-seen claim (see
+        :mod:`node.catalog.claims`); the others under ``civitas.disputedBy``."""
         value = value.strip().upper()
         by_length: dict[int, list[Any]] = {
             8: [version_files.c.autov1, version_files.c.crc32],
@@ -400,33 +403,33 @@ class CatalogViews:
         if not columns or not all(c in "0123456789ABCDEF" for c in value):
             return None
         async with self.db.read() as conn:
-            version_id = await conn.scalar(
-                sa.select(version_files.c.version_id)
-                .join(model_versions, model_versions.c.id == version_files.c.version_id)
-                .where(sa.or_(*(c == value for c in columns)))
-                .order_by(model_versions.c.created, model_versions.c.id)
-                .limit(1)
-            )
-            if version_id is None:
+            found_claims = await claims(conn, sa.or_(*(c == value for c in columns)))
+            if not found_claims:
                 return None
-            found = await self.versions(conn, model_versions.c.id == version_id, with_model=True)
-        return found[0] if found else None
+            winner = found_claims[0]
+            found = await self.versions(
+                conn, model_versions.c.id == winner.version_id, with_model=True
+            )
+        if not found:
+            return None
+        found[0]["civitas"]["disputedBy"] = disputes(found_claims, winner)
+        return found[0]
 
     async def versions_by_sha256(self, hashes: Sequence[str]) -> list[dict[str, Any]]:
+        """For each SHA256, the version that answers for it (as :meth:`version_by_hash`)."""
         wanted = [h.strip().upper() for h in hashes]
         async with self.db.read() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        sa.select(version_files.c.version_id)
-                        .where(version_files.c.sha256.in_(wanted))
-                        .distinct()
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            return await self.versions(conn, model_versions.c.id.in_(ids), with_model=True)
+            found_claims = await claims(conn, version_files.c.sha256.in_(wanted))
+            winners = winners_by_sha256(found_claims)
+            ids = list(dict.fromkeys(c.version_id for c in winners.values()))
+            found = await self.versions(conn, model_versions.c.id.in_(ids), with_model=True)
+        by_id = {v["civitas"]["recordId"]: v for v in found}
+        for winner in winners.values():
+            version = by_id.get(winner.version_id.hex())
+            if version is not None:
+                disputed = version["civitas"].setdefault("disputedBy", [])
+                disputed += [d for d in disputes(found_claims, winner) if d not in disputed]
+        return found
 
     async def primary_file(self, version_int: int) -> Any | None:
         async with self.db.read() as conn:
@@ -558,30 +561,11 @@ class CatalogViews:
         clauses = [column_for[n].in_(hs) for n, hs in by_len.items() if n in column_for]
         if not clauses:
             return {}
-        rows = await conn.execute(
-            sa.select(
-                version_files.c.autov1,
-                version_files.c.autov2,
-                version_files.c.autov3,
-                version_files.c.sha256,
-                model_versions.c.int_id.label("vid"),
-                models.c.int_id.label("mid"),
-            )
-            .join(model_versions, model_versions.c.id == version_files.c.version_id)
-            .join(
-                models,
-                sa.and_(
-                    models.c.root_id == model_versions.c.model_root,
-                    models.c.author == model_versions.c.author,
-                ),
-            )
-            .where(sa.or_(*clauses))
-        )
         out: dict[str, tuple[int, int]] = {}
-        for row in rows:
-            for value in (row.autov1, row.autov2, (row.autov3 or "")[:12], row.sha256):
+        for claim in await claims(conn, sa.or_(*clauses)):  # best claim first
+            for value in (claim.autov1, claim.autov2, (claim.autov3 or "")[:12], claim.sha256):
                 if value in hashes:
-                    out.setdefault(value, (row.vid, row.mid))
+                    out.setdefault(value, (claim.version_int, claim.model_int))
         return out
 
     async def image_list(
