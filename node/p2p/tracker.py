@@ -1,8 +1,8 @@
 """The node's HTTP tracker (BEP 3, compact peers BEP 23), for the torrents it knows.
 
-Magnets carry this tracker, so they work without the DHT. Peers are kept in memory and
-forgotten when they stop announcing. The announce ``ip=`` parameter is ignored: a peer
-is where its request came from.
+Magnets carry this tracker, so they work without the DHT. Peers are kept in memory,
+bounded per address and per swarm, and forgotten when they stop announcing. The
+announce ``ip=`` parameter is ignored: a peer is where its request came from.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from aiohttp import web
 INTERVAL = 60
 MAX_PEERS_RETURNED = 50
 MAX_SWARM = 2000
+STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgotten
 
 
+MAX_PER_ADDRESS = 8  # peers one address may hold in a swarm (a NAT, a few clients)
 @dataclass
 class _Peer:
     ip: str
@@ -32,7 +34,11 @@ class _Peer:
 
 @dataclass
 class Swarms:
-    """Who announced what, in memory."""
+    """Who announced what, in memory, bounded so that no one address can crowd out the
+    others: at most ``MAX_PER_ADDRESS`` peers per address in a swarm (a further one takes
+    the place of that address's stalest) and ``MAX_SWARM`` in all (a newcomer to a full
+    swarm takes the place of the stalest leecher if it is a seeder, else is not listed).
+    Answers list seeders first, then the most recently seen."""
 
     swarms: dict[bytes, dict[bytes, _Peer]] = field(default_factory=dict)
 
@@ -41,17 +47,40 @@ class Swarms:
     ) -> tuple[list[_Peer], int, int]:
         now = time.monotonic()
         swarm = self.swarms.setdefault(infohash, {})
-        for pid in [p for p, peer in swarm.items() if now - peer.seen > 3 * INTERVAL]:
+        for pid in [p for p, peer in swarm.items() if now - peer.seen > STALE_S]:
             del swarm[pid]
         if event == "stopped":
             swarm.pop(peer_id, None)
-        elif peer_id in swarm or len(swarm) < MAX_SWARM:
-            swarm[peer_id] = _Peer(ip, port, left == 0, now)
-        others = [p for pid, p in swarm.items() if pid != peer_id]
+        else:
+            self._admit(swarm, peer_id, _Peer(ip, port, left == 0, now))
+        if not swarm:
+            self.swarms.pop(infohash, None)
+        others = sorted(
+            (p for pid, p in swarm.items() if pid != peer_id),
+            key=lambda p: (not p.seeder, -p.seen),
+        )
         seeders = sum(1 for p in swarm.values() if p.seeder)
         return others[:MAX_PEERS_RETURNED], seeders, len(swarm) - seeders
 
 
+
+    @staticmethod
+    def _admit(swarm: dict[bytes, _Peer], peer_id: bytes, peer: _Peer) -> None:
+        known = swarm.get(peer_id)
+        if known is not None and known.ip == peer.ip:
+            swarm[peer_id] = peer
+            return
+        if known is not None:  # the same id from another address: a new peer, not a move
+            return
+        same_address = [(p.seen, pid) for pid, p in swarm.items() if p.ip == peer.ip]
+        if len(same_address) >= MAX_PER_ADDRESS:
+            del swarm[min(same_address)[1]]
+        elif len(swarm) >= MAX_SWARM:
+            leechers = [(p.seen, pid) for pid, p in swarm.items() if not p.seeder]
+            if not peer.seeder or not leechers:
+                return
+            del swarm[min(leechers)[1]]
+        swarm[peer_id] = peer
 def _bencoded(body: Any) -> web.Response:
     return web.Response(body=bytes(lt.bencode(body)), content_type="text/plain")
 
