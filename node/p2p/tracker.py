@@ -18,12 +18,12 @@ import libtorrent as lt
 from aiohttp import web
 
 INTERVAL = 60
+STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgotten
 MAX_PEERS_RETURNED = 50
 MAX_SWARM = 2000
-STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgotten
-
-
 MAX_PER_ADDRESS = 8  # peers one address may hold in a swarm (a NAT, a few clients)
+
+
 @dataclass
 class _Peer:
     ip: str
@@ -62,8 +62,6 @@ class Swarms:
         seeders = sum(1 for p in swarm.values() if p.seeder)
         return others[:MAX_PEERS_RETURNED], seeders, len(swarm) - seeders
 
-
-
     @staticmethod
     def _admit(swarm: dict[bytes, _Peer], peer_id: bytes, peer: _Peer) -> None:
         known = swarm.get(peer_id)
@@ -81,6 +79,8 @@ class Swarms:
                 return
             del swarm[min(leechers)[1]]
         swarm[peer_id] = peer
+
+
 def _bencoded(body: Any) -> web.Response:
     return web.Response(body=bytes(lt.bencode(body)), content_type="text/plain")
 
