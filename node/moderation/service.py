@@ -222,9 +222,13 @@ class ModerationService:
                 )
             )
             checks = [("key", did, int(by_key or 0))]
+            # An account's quota is its own: others behind the same address (a NAT, a
+            # proxy, an anonymous flood) cannot use it up. The address counts only
+            # for submitters without an account.
+            by_account = submitter.account is not None
             for column, value in (
                 (notice_contacts.c.account, submitter.account),
-                (notice_contacts.c.address, submitter.address),
+                (notice_contacts.c.address, None if by_account else submitter.address),
             ):
                 if value:
                     count = await conn.scalar(
@@ -967,14 +971,17 @@ class ModerationService:
             raise BadRequest(f"reason must be one of {', '.join(REPORT_REASONS)}")
         since = now_ms() - DAY_MS
         async with self.db.write() as conn:
-            if address:
+            # Per account where there is one, else per address (see _check_rate).
+            who = reports.c.reporter == reporter if reporter else reports.c.address == address
+            if reporter or address:
                 count = await conn.scalar(
                     sa.select(sa.func.count())
                     .select_from(reports)
-                    .where(reports.c.address == address, reports.c.created >= since)
+                    .where(who, reports.c.created >= since)
                 )
                 if int(count or 0) >= self.notices_per_day * 5:
-                    raise TooManyNotices("too many reports from this address today")
+                    what = "account" if reporter else "address"
+                    raise TooManyNotices(f"too many reports from this {what} today")
             result = await conn.execute(
                 reports.insert()
                 .values(

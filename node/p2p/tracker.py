@@ -17,6 +17,8 @@ from urllib.parse import parse_qs
 import libtorrent as lt
 from aiohttp import web
 
+from node.http import client_address
+
 INTERVAL = 60
 STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgotten
 MAX_PEERS_RETURNED = 50
@@ -122,7 +124,7 @@ def make_announce_handler(
             return _failure("port out of range")
         if not await known(infohash.hex()):
             return _failure("this tracker does not track that torrent")
-        ip = request.remote or ""
+        ip = client_address(request)
         try:
             ipaddress.ip_address(ip)
         except ValueError:
