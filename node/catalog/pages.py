@@ -27,7 +27,7 @@ from node.http import principal, require_user
 from node.render import RENDERER, page, set_flash, shown_ratings
 
 PAGE_SIZE = 24
-CARD_WIDTH = 480
+CARD_WIDTH = 450  # one of images.PREVIEW_WIDTHS (Civitai cards ask for 450 too)
 MAX_FIELD = 64 * 1024
 SORT_LABELS = {"newest": "Newest", "most_downloaded": "Most downloaded", "name": "Name"}
 # Civitai's plain words for a model's permissions, as form fields: (label, field, value).

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.catalog.ids import BITS
-from node.catalog.images import MAX_IMAGE_BYTES, resized
+from node.catalog.images import MAX_IMAGE_BYTES, preview_width, resized
 from node.catalog.progress import Progress, sse_events
 from node.catalog.search import SearchQuery
 from node.catalog.service import MAX_PREVIEWS, CatalogService
@@ -233,11 +233,13 @@ async def image(request: web.Request) -> web.StreamResponse:
                 width = int(part[len("width=") :])
             except ValueError:
                 raise NotFound("bad width") from None
-    if width is None or width >= row.width:
+    if width is not None and width < 1:
+        raise NotFound("width must be a positive number of pixels")
+    # Only a few widths are made (a request is rounded up to one); else the original.
+    served = preview_width(width, row.width, row.height, row.mime) if width else None
+    if served is None:
         return web.FileResponse(path, headers={**headers, "Content-Type": row.mime})
-    if not 16 <= width <= 4096:
-        raise NotFound("width must be from 16 to 4096")
-    data = await catalog.previews.get(sha256, path, width, resized)
+    data = await catalog.previews.get(sha256, path, served, resized)
     return web.Response(body=data, content_type=row.mime, headers=headers)
 
 

@@ -178,10 +178,11 @@ async def test_images_api_and_resized_previews(
     path = "/" + image["url"].split("/", 3)[3]  # the URL is absolute; the client wants a path
     original = await client.get(path.replace("width=128", "original=true"))
     assert original.status == 200 and original.headers["Content-Type"] == "image/png"
+    # 64 rounds up to the smallest preview width, 160: wider than the image, so the original
     small = await client.get(path.replace("width=128", "width=64"))
     assert small.status == 200
-    thumb = Image.open(io.BytesIO(await small.read()))
-    assert thumb.size == (64, 48)
+    assert Image.open(io.BytesIO(await small.read())).size == (128, 96)
+    assert (await client.get(path.replace("width=128", "width=0"))).status == 404
     assert (await client.get("/images/" + "A" * 64 + "/width=64/1.png")).status == 404
 
 
