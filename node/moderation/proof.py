@@ -3,8 +3,8 @@
 A claimant shows they control a public identity (an artist's website, a social profile)
 by publishing their did:key there. The node fetches each URL under the outgoing rules of
 DESIGN.md section 4: a size cap, timeouts, no redirects, and — unless the operator
-allows it (tests, private networks) — no private, loopback or link-local addresses, as
-resolved at check time.
+allows it (tests, private networks) — no private, loopback or link-local addresses,
+checked on the lookup the connection itself uses.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from node.p2p.outgoing import PeerError, get_capped, refuse_private
+from node.p2p.outgoing import PeerError, get_capped
 
 MAX_PAGE = 512 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
@@ -37,9 +37,7 @@ async def check_url(url: str, did: str, *, allow_private: bool = False) -> Proof
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return ProofResult(url, False, "not an http(s) URL")
     try:
-        if not allow_private:
-            await refuse_private(url)
-        page = await get_capped(url, MAX_PAGE, TIMEOUT)
+        page = await get_capped(url, MAX_PAGE, TIMEOUT, public_only=not allow_private)
     except PeerError as exc:
         return ProofResult(url, False, exc.message)
     if did.encode() in page:
