@@ -26,6 +26,7 @@ from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
 from node.catalog.fetch import FetchService
 from node.catalog.ingest_limits import IngestSlots
+from node.catalog.needed_files import CatalogNeeds
 from node.catalog.previews import PreviewCache
 from node.catalog.publish import Publisher
 from node.catalog.search import ModelSearch
@@ -53,11 +54,12 @@ from node.moderation.service import ModerationService
 from node.openapi import openapi_json
 from node.p2p import identity, rotation, torrent_routes
 from node.p2p import routes as p2p_routes
-from node.p2p.federation import announce
+from node.p2p.federation import announce, wanted_routes
 from node.p2p.federation import routes as federation_routes
 from node.p2p.federation.budgets import PullLimits
-from node.p2p.federation.service import Federation
+from node.p2p.federation.service import Federation, Peer
 from node.p2p.federation.signing import RequestVerifier
+from node.p2p.federation.wanted import WantedFiles
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
@@ -94,6 +96,7 @@ class Node:
     torrents: TorrentIndex
     engine: TorrentEngine | None
     federation: Federation
+    wanted: WantedFiles
     moderation: ModerationService
     compute: Compute
 
@@ -119,6 +122,20 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         TorrentEngine(config.torrent, home.path / "torrents") if config.torrent.enabled else None
     )
     key = node_key or home.node_key()
+
+    async def file_sources() -> list[Peer]:  # late-bound: the federation is built below
+        return await federation.list_peers()
+
+    wanted = WantedFiles(
+        db,
+        store,
+        file_sources,
+        CatalogNeeds(db),
+        max_bytes=config.federation.wanted_max_bytes,
+        concurrency=config.federation.wanted_concurrency,
+        reconcile_s=config.federation.wanted_reconcile_s,
+        allow_private_announced=config.federation.auto_connect_private,
+    )
     federation = Federation(
         db,
         record_log,
@@ -129,6 +146,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         name=config.node.name,
         auto_connect=config.federation.auto_connect,
         author_records_per_day=config.federation.author_records_per_day,
+        wanted=wanted,
         limits=PullLimits.of(config.federation),
     )
     federation.auto_connect_private = config.federation.auto_connect_private
@@ -197,6 +215,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         torrents=index,
         engine=engine,
         federation=federation,
+        wanted=wanted,
         moderation=moderation,
         compute=compute,
     )
@@ -338,6 +357,11 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         yield
         await node.federation.stop()
 
+    async def wanted_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await node.wanted.start()
+        yield
+        await node.wanted.stop()
+
     async def moderation_ctx(_app: web.Application) -> AsyncIterator[None]:
         await node.moderation.start()
         yield
@@ -345,6 +369,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
 
     app.cleanup_ctx.append(torrent_ctx)
     app.cleanup_ctx.append(federation_ctx)
+    app.cleanup_ctx.append(wanted_ctx)
     app.cleanup_ctx.append(moderation_ctx)
 
     async def compute_ctx(_app: web.Application) -> AsyncIterator[None]:
@@ -363,6 +388,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     compute_routes.add_routes(app)
     torrent_routes.add_routes(app, node.torrents)
     federation_routes.add_routes(app, node.federation, RequestVerifier(node.node_key.did))
+    wanted_routes.add_routes(app, node.wanted)
     moderation_routes.add_routes(app, node.moderation)
     # Web UI: server-rendered pages over the same services, and their static files.
     app[RENDERER] = Renderer(web_dir())

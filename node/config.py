@@ -105,6 +105,7 @@ class ServerSection:
         16, "Most open connections from one client address (trusted proxies exempt).", _positive
     )
 
+
 @dataclass
 class DatabaseSection:
     url: str = setting(
@@ -231,6 +232,18 @@ class FederationSection:
         "Most records of types this node does not know accepted from one peer per minute "
         "(pulled or pushed); more are refused as unknown_type_over_budget.",
         _non_negative,
+    )
+
+    wanted_max_bytes: int = setting(
+        50 * 1024 * 1024,
+        "Largest wanted file (an image preview a record needs) fetched from peers, in bytes.",
+        _positive,
+    )
+    wanted_concurrency: int = setting(4, "Most wanted files fetched from peers at once.", _positive)
+    wanted_reconcile_s: int = setting(
+        300,
+        "Seconds between checks that every shown image's file is held or wanted (also at start).",
+        _positive,
     )
 
 

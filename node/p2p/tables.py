@@ -172,3 +172,18 @@ rotation_verdicts = sa.Table(
     sa.Column("keep", sa.Boolean, nullable=False),
     sa.Column("at", sa.BigInteger, nullable=False),
 )
+
+# Files projected records need that this node does not hold yet (image previews): fetched
+# in the background from the peer that sent the record, else from any peer, with backoff.
+# Rebuilt from the catalog at start, so a crash or an outage never loses one for good.
+wanted_files = sa.Table(
+    "wanted_files",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=True),  # as the record states it
+    sa.Column("source", sa.String(64), nullable=True),  # the peer that sent the record
+    sa.Column("added", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_try", sa.BigInteger, nullable=False, index=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+)

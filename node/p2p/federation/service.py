@@ -16,7 +16,6 @@ pushes to the others. Removing or blocking a peer cancels its running turn.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -41,6 +40,7 @@ from node.p2p.federation.budgets import (
 from node.p2p.federation.pull import MAX_PAGE_BYTES, MAX_SEQ, PAGE, PullCursor, decode
 from node.p2p.federation.rounds import SyncRounds
 from node.p2p.federation.signing import sign_request
+from node.p2p.federation.wanted import WantedFiles
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, get_meta
@@ -128,6 +128,7 @@ class Federation:
         auto_connect: bool = False,
         author_records_per_day: int = 0,
         limits: PullLimits | None = None,
+        wanted: WantedFiles | None = None,
     ) -> None:
         self.db = db
         self.log = log
@@ -141,6 +142,7 @@ class Federation:
         self.torrent_hints: dict[str, str] = {}  # peers' BitTorrent "host:port" by did
         self.author_records_per_day = author_records_per_day
         self.public_url = ""  # set once known (configured, or the bound port)
+        self.wanted = wanted  # previews and other files records need, fetched until held
         self._buckets: dict[str, _Bucket] = {}
         self.limits = limits or PullLimits()
         self._budgets: dict[str, PeerBudget] = {}
@@ -330,25 +332,10 @@ class Federation:
         bucket.tokens -= count
 
     async def _fetch_previews(self, new: Sequence[Record], source: Peer) -> None:
-        for record in new:
-            if record.type != "image" or not isinstance(record.body.get("sha256"), bytes):
-                continue
-            sha = record.body["sha256"].hex().upper()
-            if await self.store.local_path(sha) is not None:
-                continue
-            try:
-                data = await self._get(f"{source.url}/federation/v1/blobs/{sha}", MAX_BLOB_BYTES)
-            except PeerError as exc:
-                log.info("preview not fetched", extra={"sha256": sha, "why": exc.message})
-                continue
-            if hashlib.sha256(data).hexdigest().upper() != sha:
-                log.warning("preview does not match its SHA256", extra={"peer": source.did})
-                continue
-            temp = self.store.temp_path()
-            await asyncio.to_thread(temp.write_bytes, data)
-            path = await asyncio.to_thread(self.store.commit_temp, temp, sha)
-            async with self.db.write() as conn:
-                await self.store.add_row(conn, sha, len(data), path, in_place=False)
+        """The files new records need are wanted: fetched at once from ``source`` first,
+        from other peers, and again with backoff until held (see wanted.py)."""
+        if self.wanted is not None:
+            await self.wanted.want_for(new, source.did)
 
     async def fetch_record(self, record_id: bytes) -> bytes | None:
         """A record's bytes from the first peer that still has it visible (a reversed
