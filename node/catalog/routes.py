@@ -16,6 +16,7 @@ from node.catalog.search import SearchQuery
 from node.catalog.service import MAX_PREVIEWS, CatalogService
 from node.errors import BadRequest, NotFound, PayloadTooLarge
 from node.http import json_ok, read_json, require_admin, require_user
+from node.p2p.torrent_routes import TORRENT_INDEX
 
 CATALOG = web.AppKey("catalog", CatalogService)
 CIVITAI_SORTS = {
@@ -191,6 +192,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     row = await catalog.views.primary_file(_path_int(request, "id"))
     if row is None:
         raise NotFound("no such model version")
+    await request.app[TORRENT_INDEX].check(row.sha256)  # taken down: no bytes, no magnet
     path = await catalog.store.local_path(row.sha256)
     if path is None:
         seed = await catalog.fetcher.peer_web_seed(row.sha256)

@@ -10,20 +10,34 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.db import Database
-from node.errors import NotFound
+from node.errors import CivitasError, NotFound
 from node.p2p.filestore import FileStore
 from node.p2p.tables import torrents
 from node.p2p.torrentmeta import TorrentMeta, meta_from_info, torrent_file
 from node.p2p.tracker import Swarms, make_announce_handler
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+class FileGate(Protocol):
+    """Says whether a file was taken down here (moderation implements it; app.py wires
+    it, so this layer does not import moderation): a reason, or None."""
+
+    async def refuse_file(self, sha256: str) -> str | None: ...
+
+
+class TakenDown(CivitasError):
+    """The file was taken down on this node: neither it nor its torrent is handed out."""
+
+    code = "taken_down"
+    status = 451
 
 
 @dataclass
@@ -36,6 +50,12 @@ class TorrentIndex:
     peer_hints: list[str] = field(default_factory=list)  # "host:port" of our libtorrent
     # Federation peers' BitTorrent addresses by did, learnt from their /.well-known.
     remote_hints: dict[str, str] = field(default_factory=dict)
+    gate: FileGate | None = None
+
+    async def check(self, sha256: str) -> None:
+        """Raise :class:`TakenDown` for a file taken down here."""
+        if self.gate is not None and (why := await self.gate.refuse_file(sha256)):
+            raise TakenDown(why)
 
     async def get(self, infohash: str) -> tuple[TorrentMeta, str] | None:
         async with self.db.read() as conn:
@@ -45,11 +65,14 @@ class TorrentIndex:
         return (meta_from_info(row.info), row.sha256) if row is not None else None
 
     async def knows(self, infohash: str) -> bool:
+        """Whether the tracker serves this torrent: ours, and not taken down."""
         async with self.db.read() as conn:
-            found = await conn.scalar(
-                sa.select(torrents.c.infohash).where(torrents.c.infohash == infohash)
+            sha256 = await conn.scalar(
+                sa.select(torrents.c.sha256).where(torrents.c.infohash == infohash)
             )
-        return found is not None
+        if sha256 is None:
+            return False
+        return self.gate is None or await self.gate.refuse_file(sha256) is None
 
     def trackers(self) -> list[str]:
         return [f"{self.base_url}/announce"] if self.base_url else []
@@ -86,6 +109,7 @@ async def torrent(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound("this node has no torrent with that infohash")
     meta, sha256 = found
+    await index.check(sha256)
     body = torrent_file(meta, index.trackers(), index.web_seeds(sha256))
     return web.Response(
         body=body,
@@ -95,7 +119,9 @@ async def torrent(request: web.Request) -> web.Response:
 
 
 async def webseed(request: web.Request) -> web.StreamResponse:
-    path = await request.app[TORRENT_INDEX].store.local_path(request.match_info["sha256"])
+    index = request.app[TORRENT_INDEX]
+    await index.check(request.match_info["sha256"])
+    path = await index.store.local_path(request.match_info["sha256"])
     if path is None:
         raise NotFound("this node does not hold that file")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
