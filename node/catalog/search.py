@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from node.catalog.names import dids_named
 from node.catalog.schemas import MODEL_TYPES, RATINGS
 from node.catalog.tables import model_tags, model_versions, models
 from node.db import Database
@@ -134,10 +135,9 @@ class ModelSearch:
                     model_versions.c.base_model.in_(q.base_models),
                 )
             )
-        if q.username:
-            stmt = stmt.where(
-                models.c.author.in_(sa.select(authors.c.did).where(authors.c.name == q.username))
-            )
+        if q.username:  # a local name, or name@node for another node's author
+            async with self.db.read() as conn:
+                stmt = stmt.where(models.c.author.in_(await dids_named(conn, q.username)))
         key: Any
         if q.sort == "newest":
             key, order = models.c.created, "desc"

@@ -12,11 +12,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog.claims import claims, disputes, winners_by_sha256
+from node.catalog.names import dids_named, usernames
 from node.catalog.tables import (
     file_details,
     image_resources,
@@ -43,33 +45,6 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{ms % 1000:03d}Z"
     )
-
-
-async def usernames(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str]:
-    """Profile names; where two authors share a name, suffixed with 6 characters of the key."""
-    if not dids:
-        return {}
-    rows = (
-        await conn.execute(sa.select(authors.c.did, authors.c.name).where(authors.c.did.in_(dids)))
-    ).all()
-    names = {row.did: row.name for row in rows}
-    later_keys = sa.select(identities.c.did).where(identities.c.did != identities.c.identity)
-    shared = await conn.execute(  # one identity's rotated keys share its name: no clash
-        sa.select(authors.c.name)
-        .where(authors.c.name.in_(list(names.values())), authors.c.did.not_in(later_keys))
-        .group_by(authors.c.name)
-        .having(sa.func.count() > 1)
-    )
-    clash = set(shared.scalars())
-    out = {}
-    for did in dids:
-        name = names.get(did)
-        key_part = did.removeprefix("did:key:z6Mk")[:6]
-        if name is None:
-            out[did] = f"anon-{key_part}"
-        else:
-            out[did] = f"{name}-{key_part}" if name in clash else name
-    return out
 
 
 def civitai_meta(meta_json: str) -> dict[str, Any] | None:
@@ -589,13 +564,11 @@ class CatalogViews:
                 .join(models, models.c.root_id == model_versions.c.model_root)
                 .where(models.c.int_id == model_int)
             )
-        if username is not None:
-            stmt = stmt.where(
-                images.c.author.in_(sa.select(authors.c.did).where(authors.c.name == username))
-            )
         stmt = stmt.order_by(images.c.created.desc(), images.c.id.desc())
         stmt = stmt.limit(limit + 1).offset((page - 1) * limit)
         async with self.db.read() as conn:
+            if username is not None:  # a local name, or name@node
+                stmt = stmt.where(images.c.author.in_(await dids_named(conn, username)))
             rows = (await conn.execute(stmt)).all()
             names = await usernames(conn, list({r.author for r in rows}))
             resources = await self.resources(conn, [r.id for r in rows])
@@ -626,7 +599,7 @@ class CatalogViews:
             {
                 "username": names[r.did],
                 "modelCount": r.models,
-                "link": f"{self.base_url}/api/v1/models?username={names[r.did]}",
+                "link": f"{self.base_url}/api/v1/models?username={quote(names[r.did])}",
                 "image": None,
                 "civitas": {"did": r.did},
             }

@@ -120,7 +120,8 @@ async def test_a_model_published_on_one_node_is_found_on_its_peer(
     assert model["civitas"]["receivedFrom"] == a.node.node_key.did
     assert model["civitas"]["signatureVerified"] is True
     assert model["id"] == original["id"]  # the same integer id on every node
-    assert model["name"] == "Fox" and model["creator"]["username"] == "alice"
+    assert model["name"] == "Fox" and model["creator"]["username"] == "alice@test-node"
+    assert original["creator"]["username"] == "alice"  # local names are A's own
     assert model["civitas"]["rootId"] == original["civitas"]["rootId"]
     sha = original["modelVersions"][0]["files"][0]["hashes"]["SHA256"]
     resp = await b.client.get(f"/api/v1/model-versions/by-hash/{sha}")

@@ -1,0 +1,123 @@
+"""Usernames: what the catalog calls an author, so that no name can be squatted.
+
+An author whose profile was published on this node (a local account) is called by its
+profile name. An author from another node is called ``name@node``: ``node`` is the name
+(else the host) of the peer this node learnt the profile from, or the first 6
+characters of the key when that peer is unknown. Local account names never hold "@",
+so a remote profile can never take a local name. Where two authors would still show the
+same, each is suffixed with the first 6 characters of its key (``name-abc123`` or
+``name-abc123@node``); an author with no profile is ``anon-abc123``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from node.p2p.tables import authors, identities, peers, records
+
+
+def key_part(did: str) -> str:
+    return did.removeprefix("did:key:z6Mk")[:6]
+
+
+async def _origins(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str | None]:
+    """For each author with a profile: None if published here, else the node label."""
+    rows = (
+        await conn.execute(
+            sa.select(authors.c.did, records.c.source, peers.c.name, peers.c.url)
+            .join(records, records.c.id == authors.c.profile_id)
+            .outerjoin(peers, peers.c.did == records.c.source)
+            .where(authors.c.did.in_(list(dids)))
+        )
+    ).all()
+    out: dict[str, str | None] = {}
+    for row in rows:
+        if row.source is None:
+            out[row.did] = None
+        elif row.name:
+            out[row.did] = row.name
+        elif row.url:
+            out[row.did] = urlsplit(row.url).netloc or key_part(row.source)
+        else:
+            out[row.did] = key_part(row.source)
+    return out
+
+
+async def usernames(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str]:
+    """The username of each author (see the module's rule)."""
+    if not dids:
+        return {}
+    wanted = list(dict.fromkeys(dids))
+    names = dict(
+        (
+            await conn.execute(
+                sa.select(authors.c.did, authors.c.name).where(authors.c.did.in_(wanted))
+            )
+        ).all()
+    )
+    origins = await _origins(conn, wanted)
+
+    def plain(did: str) -> str:
+        origin = origins.get(did)
+        return names[did] if origin is None else f"{names[did]}@{origin}"
+
+    # Clashes are counted among every author of those names (not only those asked about),
+    # leaving out an identity's rotated keys, which share its name.
+    later_keys = sa.select(identities.c.did).where(identities.c.did != identities.c.identity)
+    same_named = [
+        did
+        for did in (
+            await conn.execute(
+                sa.select(authors.c.did).where(
+                    authors.c.name.in_(list(set(names.values()))),
+                    authors.c.did.not_in(later_keys),
+                )
+            )
+        ).scalars()
+    ]
+    others = [d for d in same_named if d not in names]
+    if others:
+        names.update(
+            (
+                await conn.execute(
+                    sa.select(authors.c.did, authors.c.name).where(authors.c.did.in_(others))
+                )
+            ).all()
+        )
+        origins.update(await _origins(conn, others))
+    shown = Counter(plain(did) for did in same_named)
+    out = {}
+    for did in wanted:
+        if did not in names:
+            out[did] = f"anon-{key_part(did)}"
+            continue
+        name = plain(did)
+        if shown[name] > 1:
+            origin = origins.get(did)
+            suffixed = f"{names[did]}-{key_part(did)}"
+            name = suffixed if origin is None else f"{suffixed}@{origin}"
+        out[did] = name
+    return out
+
+
+async def dids_named(conn: AsyncConnection, username: str) -> list[str]:
+    """The author(s) shown as ``username``: a local name matches only local authors, and
+    ``name@node`` only that node's."""
+    # The profile name is the part before one of the "@" (a remote name may hold "@"),
+    # less a "-abc123" clash suffix.
+    bases = {username} | {username[:i] for i, c in enumerate(username) if c == "@"}
+    bases |= {b.rsplit("-", 1)[0] for b in bases if "-" in b}
+    candidates = list(
+        (
+            await conn.execute(sa.select(authors.c.did).where(authors.c.name.in_(list(bases))))
+        ).scalars()
+    )
+    if not candidates:
+        return []
+    shown = await usernames(conn, candidates)
+    return [did for did in candidates if shown[did] == username]
