@@ -44,7 +44,7 @@ from node.p2p.federation.wanted import WantedFiles
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, get_meta
-from node.p2p.outgoing import TIMEOUT, PeerError, get_capped, refuse_private
+from node.p2p.outgoing import TIMEOUT, PeerError, client_session, get_capped, refuse_private
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
@@ -151,8 +151,13 @@ class Federation:
 
     # --- HTTP to peers -------------------------------------------------------------------
 
-    async def _get(self, url: str, limit: int) -> bytes:
-        return await get_capped(url, limit)
+    async def _get(self, url: str, limit: int, public_only: bool = False) -> bytes:
+        return await get_capped(url, limit, public_only=public_only)
+
+    def _public_only(self, peer: Peer) -> bool:
+        """An announced peer (not named by the operator): public addresses only, checked
+        on each connection's own lookup (no DNS-rebinding window)."""
+        return not peer.explicit and not self.auto_connect_private
 
     def _timeout(self) -> aiohttp.ClientTimeout:
         total = min(float(TIMEOUT.total or 30), self.limits.request_timeout_s)
@@ -163,7 +168,7 @@ class Federation:
         headers["Content-Type"] = wire.MSGPACK
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout()) as session,
+                client_session(self._timeout(), public_only=self._public_only(peer)) as session,
                 session.post(
                     peer.url + path, data=body, headers=headers, allow_redirects=False
                 ) as resp,
@@ -188,7 +193,8 @@ class Federation:
         if not explicit and not self.auto_connect_private:
             await refuse_private(url)
         try:
-            info = json.loads(await self._get(f"{url}/.well-known/civitas", 64 * 1024))
+            public_only = not explicit and not self.auto_connect_private
+            info = json.loads(await self._get(f"{url}/.well-known/civitas", 64 * 1024, public_only))
             did, name = str(info["did"]), str(info.get("name", ""))[:200]
         except (ValueError, KeyError, TypeError):
             raise PeerError(f"{url} does not look like a Civitas node") from None
@@ -354,7 +360,10 @@ class Federation:
     async def _learn_torrent_address(self, peer: Peer) -> None:
         """The peer's BitTorrent address, for magnets' peer hints (best effort)."""
         try:
-            info = json.loads(await self._get(f"{peer.url}/.well-known/civitas", 64 * 1024))
+            body = await self._get(
+                f"{peer.url}/.well-known/civitas", 64 * 1024, self._public_only(peer)
+            )
+            info = json.loads(body)
         except (PeerError, ValueError):
             return
         hint = info.get("bittorrent") if isinstance(info, dict) else None
@@ -387,7 +396,7 @@ class Federation:
             url = f"{peer.url}/federation/v1/records?after={after}&limit={limit}"
             try:
                 async with asyncio.timeout(self.limits.request_timeout_s):
-                    body = await self._get(url, MAX_PAGE_BYTES)
+                    body = await self._get(url, MAX_PAGE_BYTES, self._public_only(peer))
             except TimeoutError:
                 raise PeerError(
                     f"{peer.url} sent no records page within {self.limits.request_timeout_s:g} s"

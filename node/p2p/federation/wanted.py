@@ -263,7 +263,11 @@ class WantedFiles:
             try:
                 if not source.explicit and not self.allow_private_announced:
                     await refuse_private(source.url)
-                data = await get_capped(f"{source.url}/federation/v1/blobs/{item.sha256}", limit)
+                data = await get_capped(
+                    f"{source.url}/federation/v1/blobs/{item.sha256}",
+                    limit,
+                    public_only=not source.explicit and not self.allow_private_announced,
+                )
             except PeerError as exc:
                 errors.append(exc.message)
                 continue
