@@ -43,6 +43,7 @@ from node.http import (
     TrustedProxies,
     error_middleware,
     json_ok,
+    make_body_timeout_middleware,
     make_forwarded_middleware,
     require_admin,
 )
@@ -315,6 +316,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         client_max_size=node.config.server.max_body_bytes,
         middlewares=[
             error_middleware,
+            make_body_timeout_middleware(node.config.server.body_timeout_s),
             make_forwarded_middleware(TrustedProxies(node.config.server.trusted_proxies)),
             account_routes.make_auth_middleware(node.accounts, admin_token),
         ],

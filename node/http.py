@@ -7,6 +7,7 @@ with its status; anything else is logged and answered with a bare 500.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
@@ -331,3 +332,48 @@ def make_forwarded_middleware(trusted: TrustedProxies) -> Any:
         return await handler(forwarded)
 
     return forwarded_middleware
+
+
+# --- slow bodies -------------------------------------------------------------------------
+
+
+def make_body_timeout_middleware(timeout_s: float) -> Any:
+    """Drop a request whose body stalls: ``timeout_s`` seconds with the handler waiting
+    for the client's next byte and none arriving. Time the handler spends elsewhere (a
+    database, a queue for an ingest slot) does not count; a slow but moving body is fine."""
+    tick = min(1.0, timeout_s / 4)
+
+    async def watch(request: web.Request) -> bool:
+        content, loop = request.content, asyncio.get_running_loop()
+        seen, since = content.total_bytes, loop.time()
+        while not content.is_eof():
+            await asyncio.sleep(tick)
+            now = loop.time()
+            # StreamReader keeps no public "a reader is waiting" flag; _waiter is it.
+            if content.total_bytes != seen or getattr(content, "_waiter", None) is None:
+                seen, since = content.total_bytes, now
+            elif now - since >= timeout_s:
+                log.info(
+                    "request body stalled",
+                    extra={"path": request.path, "address": client_address(request)},
+                )
+                if request.transport is not None:
+                    request.transport.abort()
+                return True
+        return False
+
+    @web.middleware
+    async def body_timeout_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.body_exists:
+            return await handler(request)
+        watcher = asyncio.create_task(watch(request), name="civitas-body-watch")
+        try:
+            return await handler(request)
+        except Exception:
+            if watcher.done() and not watcher.cancelled() and watcher.result():
+                raise web.HTTPRequestTimeout() from None  # the client is gone anyway
+            raise
+        finally:
+            watcher.cancel()
+
+    return body_timeout_middleware
