@@ -23,10 +23,12 @@ from node.moderation.routes import MODERATION
 from node.moderation.service import POLICIES
 from node.p2p.federation.routes import FEDERATION
 from node.p2p.federation.service import Peer
+from node.p2p.federation.wanted_routes import WANTED
 from node.render import RENDERER, page, set_flash
 
 HOME = "/admin/federation"
 MAX_NOTE = 400  # characters of a flashed line: the notes travel in a cookie
+WANTED_SHOWN = 20  # wanted files listed on the page (`civitas files wanted` lists more)
 Action = Callable[[web.Request, Mapping[str, Any]], Awaitable[list[str]]]
 
 
@@ -66,6 +68,7 @@ async def federation_page(request: web.Request) -> web.StreamResponse:
     federation = request.app[FEDERATION]
     peers = await federation.list_peers()
     nodes = [n for n in await federation.known_nodes() if not n["self"]]
+    wanted_count, wanted = await request.app[WANTED].listing(limit=WANTED_SHOWN)
     return request.app[RENDERER].render(
         request,
         "admin/federation.html",
@@ -73,6 +76,8 @@ async def federation_page(request: web.Request) -> web.StreamResponse:
         node_did=federation.key.did,
         peers=[(p, peer_state(p)) for p in peers],
         nodes=nodes,
+        wanted=wanted,
+        wanted_count=wanted_count,
         authors=await federation.log.list_blocked(),
         frozen=await federation.log.list_frozen(),
         subscriptions=await request.app[MODERATION].list_subscriptions(),

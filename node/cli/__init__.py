@@ -155,6 +155,7 @@ def status(ctx: Context) -> None:
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
 from node.cli.catalog import publish, search  # noqa: E402
 from node.cli.compute import worker  # noqa: E402
+from node.cli.files import files  # noqa: E402
 from node.cli.peers import author, peer, sync  # noqa: E402
 from node.cli.takedown import takedown  # noqa: E402
 from node.cli.torrents import fetch, seed, torrents  # noqa: E402
@@ -172,3 +173,4 @@ main.add_command(author)
 main.add_command(sync)
 main.add_command(worker)
 main.add_command(takedown)
+main.add_command(files)

@@ -23,6 +23,7 @@ from node.p2p.records import sign_record
 from node.p2p.tables import blobs
 from tests.catalog.conftest import PASSWORD, lora_file, png_bytes
 from tests.p2p.test_torrents import LiveNode, deliver_records, start_node, wait_for
+from tests.test_cli import civitas, ok, serving
 
 
 async def publish_with_previews(
@@ -170,6 +171,9 @@ async def test_bytes_that_do_not_match_are_refused_and_fetched_again_later(
             assert await b.node.store.local_path(sha) is None
             assert not list(b.node.store.tmp.iterdir())  # nothing half-stored
 
+            shown = await (await b.client.get("/admin/federation", headers=b.admin)).text()
+            assert "Wanted files" in shown and sha in shown and "do not match" in shown
+
             on_a.write_bytes(genuine)
             resp = await b.client.post("/api/admin/wanted/retry", headers=b.admin)
             assert resp.status == 200 and (await resp.json())["due"] == 1
@@ -276,3 +280,12 @@ async def test_the_queue_is_rebuilt_from_the_catalog_and_kept_in_the_database(
     await node.log.accept_verified([tombstone])
     await again.reconcile()
     assert [w.sha256 for w in (await again.listing())[1]] == [file_gone]
+
+
+def test_the_operator_lists_and_retries_wanted_files_from_the_cli(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(civitas(home, "init", "--host", "127.0.0.1", "--port", "0"))
+    with serving(home, tmp_path / "serve.err"):
+        assert ok(civitas(home, "files", "wanted")).strip() == "no files wanted"
+        shown = ok(civitas(home, "files", "wanted", "--retry"))
+        assert shown.splitlines() == ["0 wanted files due now", "no files wanted"]
