@@ -7,6 +7,7 @@ holding the file for a while (its stored file moved aside, so its blob endpoint 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.app import Node, build_node, create_app, set_public_url
 from node.config import load_config
 from node.home import Home
-from node.p2p.federation.wanted import WantedFiles, retry_after_ms
+from node.p2p.federation.wanted import NeededFile, WantedFiles, retry_after_ms
 from node.p2p.filestore import FileStore
 from node.p2p.records import sign_record
 from node.p2p.tables import blobs
@@ -280,6 +281,10 @@ async def test_the_queue_is_rebuilt_from_the_catalog_and_kept_in_the_database(
     await node.log.accept_verified([tombstone])
     await again.reconcile()
     assert [w.sha256 for w in (await again.listing())[1]] == [file_gone]
+
+    extra = NeededFile("AB" * 32, 10)  # wanted by several writers at once: queued once
+    await asyncio.gather(*(again.want([extra], "peer") for _ in range(4)))
+    assert (await again.listing())[0] == 2  # no IntegrityError either
 
 
 def test_the_operator_lists_and_retries_wanted_files_from_the_cli(tmp_path: Path) -> None:

@@ -154,7 +154,8 @@ class WantedFiles:
             for f in missing
         ]
         async with self.db.write() as conn:
-            # Another writer may have queued one meanwhile: skip those, keep the rest.
+            # Another writer may have queued one since the read (writes are serialized by
+            # Database.write, so this check in the transaction is enough): skip those.
             again = set(
                 (
                     await conn.execute(
