@@ -329,6 +329,33 @@ PATHS: dict[str, dict[str, Any]] = {
             ok="201",
         )
     },
+    "/api/jobs/{id}/outputs/{sha256}": {
+        "get": _op(
+            "A finished job's output, private to its requester (or an admin) until published",
+            params=_params(ID, ("sha256", "path", "string")),
+            auth=True,
+            content="application/octet-stream",
+        )
+    },
+    "/api/jobs/{id}/outputs/{sha256}/publish": {
+        "post": _op(
+            "Publish one generated image as the requester (only they may): an image record "
+            "with the worker's attestation, rated as its model or stricter ({rating})",
+            params=_params(ID, ("sha256", "path", "string")),
+            body="application/json",
+            auth=True,
+            ok="201",
+        )
+    },
+    "/api/compute/workers/{did}/serves": {
+        "post": _op(
+            "Whom a worker serves (admin): {serves: all} a node worker, {serves: own} its "
+            "owner's jobs only",
+            params=_params(("did", "path", "string")),
+            body="application/json",
+            auth=True,
+        )
+    },
     "/api/compute/workers": {
         "post": _op(
             "Register a worker key under you, its donor (also signed by the worker key)",
@@ -458,6 +485,13 @@ PAGES: dict[str, dict[str, Any]] = {
             "The generate form and your jobs", params=_params(("version", "query", "integer"))
         ),
         "post": _page("Queue a generation job without JavaScript", form=FORM),
+    },
+    "/jobs/{id}/outputs/{sha256}/publish": {
+        "post": _page(
+            "Publish one generated image with a rating (the requester)",
+            params=_params(ID, ("sha256", "path", "string")),
+            form=FORM,
+        )
     },
     "/jobs/{id}/publish": {
         "post": _page(

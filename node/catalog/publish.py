@@ -388,6 +388,44 @@ class Publisher:
             image_ids=tuple(r.id for r in image_records),
         )
 
+    async def publish_image(
+        self,
+        author: SigningKey,
+        data: bytes,
+        version_id: bytes,
+        *,
+        rating: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[Record, ImageInfo]:
+        """One image shown under a model version, by the rules an upload's previews follow:
+        decoded and checked; refused if a takedown lists it or the author is blocked; rated
+        as its model is (a stricter ``rating`` stated by the author wins); appended through
+        the moderation gate (the node's rating policy, takedown and look-alike holds)."""
+        if rating is not None and rating not in schemas.RATINGS:
+            raise BadRequest(f"'rating' must be one of {', '.join(schemas.RATINGS)}")
+        info = await asyncio.to_thread(inspect_image, data)
+        if self.gate is not None and (reason := await self.gate.refuse_file(info.sha256)):
+            raise Forbidden(reason)
+        if await self.log.blocked_among([author.did]):
+            raise AuthorBlocked("this node blocked your author key; you cannot publish here")
+        async with self.db.read() as conn:
+            model_rating = await conn.scalar(
+                sa.select(models.c.rating)
+                .join(model_versions, model_versions.c.model_root == models.c.root_id)
+                .where(model_versions.c.id == version_id)
+            )
+        if model_rating is None:
+            raise NotFound("this node has no such model version")
+        chosen = max((r for r in (model_rating, rating) if r), key=_rating_rank)
+        body = {**_image_body(info, version_id, chosen), **(extra or {})}
+        record = sign_record(author, schemas.IMAGE, body)
+        self.log.types.check_body(record)
+        path = await self._store_bytes(data, info.sha256)
+        async with self.db.write() as conn:
+            await self.store.add_row(conn, info.sha256, info.size, path, in_place=False)
+            await self.log.append_in(conn, record)
+        return record, info
+
     async def _store_bytes(self, data: bytes, sha256: str) -> Path:
         temp = self.store.temp_path()
         await asyncio.to_thread(temp.write_bytes, data)
@@ -452,6 +490,10 @@ class Publisher:
         record = sign_record(author, schemas.MODEL, {**fields.body(current_type), "root": root})
         appended = (await self.log.accept_verified([record]))[0]
         return appended.record.id
+
+
+def _rating_rank(rating: str) -> int:
+    return schemas.RATINGS.index(rating) if rating in schemas.RATINGS else len(schemas.RATINGS)
 
 
 def _image_body(info: ImageInfo, version_id: bytes, rating: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from node.accounts.routes import FORM_FIELD, check_form_token
+from node.catalog.schemas import RATINGS
 from node.compute.params import MAX_COUNT, MAX_STEPS
 from node.compute.routes import COMPUTE
 from node.compute.samplers import SAMPLERS
@@ -91,7 +92,9 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise NotFound("no such job") from None
     job = await request.app[COMPUTE].queue.get(job_id, who)
-    return request.app[RENDERER].render(request, "job.html", title=f"Job {job_id}", job=job)
+    return request.app[RENDERER].render(
+        request, "job.html", title=f"Job {job_id}", job=job, ratings=RATINGS
+    )
 
 
 @page
@@ -106,8 +109,24 @@ async def publish_lora(request: web.Request) -> web.StreamResponse:
     data = {"name": str(form.get("name", "")).strip()}
     if not data["name"]:
         raise BadRequest("give the LoRA a name")
-    published = await request.app[COMPUTE].desk.publish_lora(job_id, who, data)
+    published = await request.app[COMPUTE].outputs.publish_lora(job_id, who, data)
     raise web.HTTPSeeOther(f"/models/{published['model_id']}")
+
+
+@page
+async def publish_image(request: web.Request) -> web.StreamResponse:
+    """The job page's "Publish" button under a generated image (with the rating chosen)."""
+    form = await request.post()
+    who = check_form_token(request, str(form.get(FORM_FIELD, "")))
+    try:
+        job_id = int(request.match_info["id"])
+    except ValueError:
+        raise NotFound("no such job") from None
+    data = {"rating": str(form.get("rating", "PG"))}
+    await request.app[COMPUTE].outputs.publish_image(
+        job_id, who, request.match_info["sha256"], data
+    )
+    raise web.HTTPSeeOther(f"/jobs/{job_id}")
 
 
 def add_routes(app: web.Application) -> None:
@@ -115,3 +134,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/generate", submit_generate)
     app.router.add_get("/jobs/{id}", job_page)
     app.router.add_post("/jobs/{id}/publish", publish_lora)
+    app.router.add_post("/jobs/{id}/outputs/{sha256}/publish", publish_image)

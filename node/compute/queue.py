@@ -282,12 +282,23 @@ class JobQueue:
                 compute_workers.update().where(compute_workers.c.did == did).values(last_seen=now)
             )
             queued = [_queued(r) for r in await self._queued_rows(conn)]
+            if not worker.serves_all:  # a member's worker takes its member's jobs only
+                others = len(queued)
+                queued = [job for job in queued if job.requester == worker.owner_id]
+                others -= len(queued)
             capped = await self._capped(conn)
             chosen = fairness.pick(
                 queued, caps, await self._last_leases(conn), capped, worker.owner_id
             )
             if chosen is None:
-                return {"job": None, "reason": fairness.why_nothing(queued, caps, capped)}
+                reason = fairness.why_nothing(queued, caps, capped)
+                if not worker.serves_all and others and not queued:
+                    reason = (
+                        f"{others} queued job{'' if others == 1 else 's'}, none of your own: "
+                        "a member's worker serves only its owner's jobs until an admin makes "
+                        "it a node worker"
+                    )
+                return {"job": None, "reason": reason}
             await conn.execute(
                 compute_jobs.update()
                 .where(compute_jobs.c.id == chosen.id, compute_jobs.c.state == "queued")

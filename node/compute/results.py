@@ -1,13 +1,14 @@
-"""Results: outputs a worker uploads, verified before anything is kept, then published.
+"""Results: outputs a worker uploads, verified before anything is kept, kept private.
 
 A worker uploads each output by its SHA256 while it holds the job's lease
-(:meth:`ResultDesk.stage`), then submits the result: the list of outputs, each with its
-attestation (the worker key's signature over the output's SHA256). Checked in order —
-the lease, the outputs' count, hashes and sizes, the attestations, then the content:
-each image decodes and carries exactly the ``parameters`` text the job implies; a LoRA's
-safetensors header and key set match its base (torch-free). Only then are images
-published as ``image`` records authored by the requester, linked to the model version,
-and a LoRA kept as a draft the requester publishes with :meth:`ResultDesk.publish_lora`.
+(:meth:`ResultDesk.stage`, through :mod:`node.compute.uploads`), then submits the result:
+the list of outputs, each with its attestation (the worker key's signature over the
+output's SHA256). Checked in order — the lease, the outputs' count, hashes and sizes,
+the attestations, then the content: each image decodes and carries exactly the
+``parameters`` text the job implies; a LoRA's safetensors header and key set match its
+base (torch-free). The outputs then stay in the job's folder, private to the requester:
+nothing is signed with the requester's key until they publish an output themselves
+(:mod:`node.compute.publishing`).
 """
 
 from __future__ import annotations
@@ -24,30 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog import schemas
 from node.catalog.images import MAX_IMAGE_BYTES, ImageInfo, inspect_image
-from node.catalog.publish import ModelFields, Publisher, VersionFields, record_safe
-from node.catalog.tables import images as image_rows
-from node.catalog.tables import model_versions, models
+from node.catalog.publish import Publisher
 from node.compute.queue import JobQueue
 from node.compute.requests import expected_parameters
 from node.compute.tables import compute_jobs, compute_workers
 from node.errors import (
-    AuthorBlocked,
     BadRequest,
     BadSignature,
     CivitasError,
     Conflict,
     Forbidden,
-    NotFound,
 )
-from node.http import Principal
 from node.p2p.keys import SigningKey, verify_signature
-from node.p2p.records import Record, sign_record
 
 SHA256_HEX = frozenset("0123456789ABCDEF")
 
@@ -85,6 +79,10 @@ def _outputs(data: dict[str, Any]) -> list[Output]:
     return out
 
 
+def _b64(sig: bytes) -> str:
+    return base64.urlsafe_b64encode(sig).decode().rstrip("=")
+
+
 def _outputs_made(row: Any) -> int:
     return int(json.loads(row.params).get("count", 1)) if row.kind == "generate" else 1
 
@@ -117,39 +115,6 @@ def _check_image(data: bytes, want_text: str, width: int, height: int, i: int) -
     if text != want_text:
         raise BadRequest(f"output {i}'s 'parameters' do not match the job (seed, prompt, model)")
     return info
-
-
-def _image_body(info: ImageInfo, version_id: bytes, worker: str, sig: bytes) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "sha256": bytes.fromhex(info.sha256),
-        "width": info.width,
-        "height": info.height,
-        "mime": info.mime,
-        "size": info.size,
-        "rating": "PG",  # moderation may re-rate; the requester can withdraw it
-        "model_version": version_id,
-        "meta": record_safe(info.meta or {}),
-        "attestation": {"worker": worker, "sig": sig},
-    }
-    if info.pdq is not None:
-        body["pdq"] = info.pdq
-        body["pdq_quality"] = info.pdq_quality
-    resources = []
-    for res in (info.meta or {}).get("resources", [])[:64]:
-        item: dict[str, Any] = {}
-        if isinstance(res.get("name"), str):
-            item["name"] = res["name"][:255]
-        if res.get("type") in schemas.RESOURCE_TYPES:
-            item["type"] = res["type"]
-        if isinstance(res.get("hash"), str):
-            item["hash"] = res["hash"][:64]
-        weight = res.get("weight")
-        if isinstance(weight, int | float) and not isinstance(weight, bool):
-            item["weight"] = str(weight)
-        resources.append(item)
-    if resources:
-        body["resources"] = resources
-    return body
 
 
 class ResultDesk:
@@ -252,86 +217,42 @@ class ResultDesk:
                     f"output {i}'s attestation is not {did}'s signature of its SHA256"
                 ) from None
             blobs.append(path)
-        images = (
-            await self._prepare_images(row, lease, did, outputs, blobs)
-            if row.kind == "generate"
-            else []
-        )
-        lora = await self._check_lora(lease, outputs[0], blobs[0]) if row.kind == "train" else []
-        # One transaction: the lease is still ours, the images are appended, the job is done.
+        if row.kind == "generate":
+            results = await self._check_images(row, lease, outputs, blobs)
+        else:
+            results = await self._check_lora(lease, outputs[0], blobs[0])
+        # One transaction: the lease is still ours, the job is done. Nothing is published:
+        # the outputs stay private to the requester until they publish them.
         async with self.queue.db.write() as conn:
             await self.queue.held(conn, job_id, did)
-            results = await self._append_images(conn, images, lease) if images else lora
             await self._mark_done(conn, row, did, len(outputs), results)
         self.queue.events.notify(job_id)
-        if row.kind == "generate":  # the images are in the file store now
-            await self.discard(job_id)
         return {"state": "done", "results": results}
 
-    async def _prepare_images(
-        self, row: Any, lease: dict[str, Any], did: str, outputs: list[Output], blobs: list[Path]
-    ) -> list[tuple[ImageInfo, Record]]:
-        """Check each image, sign its record as the requester, put its bytes in the store."""
+    async def _check_images(
+        self, row: Any, lease: dict[str, Any], outputs: list[Output], blobs: list[Path]
+    ) -> list[dict[str, Any]]:
+        """Each image decodes and carries exactly the ``parameters`` the job implies."""
         p = lease["params"]
         texts = expected_parameters(lease)
-        checked = []
+        results = []
         for i, (out, path) in enumerate(zip(outputs, blobs, strict=True)):
             data = await asyncio.to_thread(path.read_bytes)
             if hashlib.sha256(data).hexdigest().upper() != out.sha256:
                 raise BadRequest(f"output {i}'s bytes do not hash to its SHA256")
-            info = await asyncio.to_thread(_check_image, data, texts[i], p["width"], p["height"], i)
-            checked.append((info, path))
-        author = self.author_key(row.requester_did)
-        log, store = self.publisher.log, self.publisher.store
-        if await log.blocked_among([author.did]):
-            raise AuthorBlocked("this node blocked the requester's author key")
-        prepared: list[tuple[ImageInfo, Record]] = []
-        for (info, path), out in zip(checked, outputs, strict=True):
-            gate = self.publisher.gate
-            if gate is not None and (reason := await gate.refuse_file(info.sha256)):
-                raise Forbidden(reason)
-            record = sign_record(
-                author, schemas.IMAGE, _image_body(info, row.version_id, did, out.sig)
+            await asyncio.to_thread(_check_image, data, texts[i], p["width"], p["height"], i)
+            results.append(
+                {
+                    "kind": "image",
+                    "sha256": out.sha256,
+                    "size": out.size,
+                    "seed": p["seed"] + i,
+                    "sig": _b64(out.sig),
+                    "url": f"/api/jobs/{row.id}/outputs/{out.sha256}",
+                    "published": None,
+                }
             )
-            log.types.check_body(record)
-            temp = store.temp_path()
-            await asyncio.to_thread(shutil.copyfile, path, temp)
-            await asyncio.to_thread(store.commit_temp, temp, info.sha256)
-            prepared.append((info, record))
-        return prepared
-
-    async def _append_images(
-        self,
-        conn: AsyncConnection,
-        images: list[tuple[ImageInfo, Record]],
-        lease: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        store, log = self.publisher.store, self.publisher.log
-        for info, record in images:
-            path = store.path_for(info.sha256)
-            await store.add_row(conn, info.sha256, info.size, path, in_place=False)
-            await log.append_in(conn, record)
-        ints = dict(
-            (
-                await conn.execute(
-                    sa.select(image_rows.c.id, image_rows.c.int_id).where(
-                        image_rows.c.id.in_([r.id for _, r in images])
-                    )
-                )
-            ).all()
-        )
-        seed = lease["params"]["seed"]
-        return [
-            {
-                "kind": "image",
-                "sha256": info.sha256,
-                "image_id": ints.get(record.id),
-                "record_id": record.id.hex(),
-                "seed": seed + i,
-                "url": f"/images/{info.sha256}/original=true/{ints.get(record.id)}.png",
-            }
-            for i, (info, record) in enumerate(images)
-        ]
+        return results
 
     async def _check_lora(
         self, lease: dict[str, Any], out: Output, path: Path
@@ -351,7 +272,7 @@ class ResultDesk:
                 "kind": "lora",
                 "sha256": out.sha256,
                 "size": out.size,
-                "sig": base64.urlsafe_b64encode(out.sig).decode().rstrip("="),
+                "sig": _b64(out.sig),
                 "published": None,
             }
         ]
@@ -384,66 +305,3 @@ class ResultDesk:
                 last_seen=now,
             )
         )
-
-    async def publish_lora(
-        self, job_id: int, who: Principal, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Publish a finished training job's LoRA as a new model, authored by its requester."""
-        async with self.queue.db.read() as conn:
-            row = await self.queue.visible_row(conn, job_id, who)
-        if row.kind != "train" or row.state != "done":
-            raise Conflict(f"job {job_id} is not a finished training job")
-        results = json.loads(row.results)
-        lora = results[0]
-        if lora.get("published"):
-            raise Conflict(f"job {job_id}'s LoRA is published already")
-        params_ = json.loads(row.params)
-        base = json.loads(row.files)[0]
-        name = data.get("name", params_["name"])
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise BadRequest("'name' must be a string of 1 to 200 characters")
-        description = data.get("description", "")
-        if not isinstance(description, str) or len(description) > schemas.MAX_DESCRIPTION:
-            raise BadRequest("'description' must be a string")
-        sig = base64.urlsafe_b64decode(lora["sig"] + "=" * (-len(lora["sig"]) % 4))
-        path = self.staged(job_id, lora["sha256"])
-        if not await asyncio.to_thread(path.is_file):
-            raise NotFound("the LoRA file of this job is gone from the node")
-        fields = ModelFields(name=name.strip(), type="LORA", description=description)
-        trained = [params_["trigger_word"]] if params_["trigger_word"] else []
-        version = VersionFields(
-            base_model=base["base_model"],
-            trained_words=trained,
-            description=f"Trained on {base['model_name']} ({base['version_name']}).",
-            extra={"attestation": {"worker": row.worker, "sig": sig}},
-        )
-        staged_copy = path.with_name(f"{_file_name(name)}.safetensors")
-        await asyncio.to_thread(shutil.copyfile, path, staged_copy)
-        try:
-            published = await self.publisher.publish_file(
-                self.author_key(row.requester_did), staged_copy, fields, version
-            )
-        finally:
-            await asyncio.to_thread(staged_copy.unlink, missing_ok=True)
-        async with self.queue.db.read() as conn:
-            model_int = await conn.scalar(
-                sa.select(models.c.int_id).where(models.c.root_id == published.model_root)
-            )
-            version_int = await conn.scalar(
-                sa.select(model_versions.c.int_id).where(
-                    model_versions.c.id == published.version_id
-                )
-            )
-        lora["published"] = {"model_id": model_int, "model_version_id": version_int}
-        async with self.queue.db.write() as conn:
-            await conn.execute(
-                compute_jobs.update()
-                .where(compute_jobs.c.id == job_id)
-                .values(results=json.dumps(results))
-            )
-        return dict(lora["published"])
-
-
-def _file_name(name: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.strip())
-    return keep[:100] or "lora"

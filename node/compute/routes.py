@@ -123,9 +123,31 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def publish_job(request: web.Request) -> web.Response:
+    """The requester publishes their finished training job's LoRA as a new model."""
     who = require_user(request)
     data = await read_json(request) if request.can_read_body else {}
-    published = await request.app[COMPUTE].desk.publish_lora(_job_id(request), who, data)
+    published = await request.app[COMPUTE].outputs.publish_lora(_job_id(request), who, data)
+    return json_ok(published, status=201)
+
+
+async def job_output(request: web.Request) -> web.StreamResponse:
+    """A finished job's output, private to its requester until they publish it."""
+    who = require_user(request)
+    path, media_type = await request.app[COMPUTE].outputs.output_file(
+        _job_id(request), who, request.match_info["sha256"]
+    )
+    return web.FileResponse(
+        path, headers={"Content-Type": media_type, "Cache-Control": "private, no-store"}
+    )
+
+
+async def publish_output(request: web.Request) -> web.Response:
+    """The requester publishes one generated image: ``{"rating"}`` optional."""
+    who = require_user(request)
+    data = await read_json(request) if request.can_read_body else {}
+    published = await request.app[COMPUTE].outputs.publish_image(
+        _job_id(request), who, request.match_info["sha256"], data
+    )
     return json_ok(published, status=201)
 
 
@@ -182,6 +204,14 @@ async def list_workers(request: web.Request) -> web.Response:
     return json_ok({"workers": await request.app[COMPUTE].queue.registry.list(who)})
 
 
+async def set_worker_serves(request: web.Request) -> web.Response:
+    """An admin decides whom a worker serves: ``{"serves": "all"}`` makes it a node worker."""
+    who = require_user(request)
+    data = await read_json(request)
+    registry = request.app[COMPUTE].queue.registry
+    return json_ok(await registry.set_serves(who, request.match_info["did"], data.get("serves")))
+
+
 async def _signed_json(request: web.Request) -> tuple[str, dict[str, Any]]:
     did, body = await request.app[COMPUTE].auth.json_request(request, MAX_CONTROL_BYTES)
     try:
@@ -236,8 +266,11 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/jobs/{id}/events", job_events)
     r.add_post("/api/jobs/{id}/cancel", cancel_job)
     r.add_post("/api/jobs/{id}/publish", publish_job)
+    r.add_get("/api/jobs/{id}/outputs/{sha256}", job_output)
+    r.add_post("/api/jobs/{id}/outputs/{sha256}/publish", publish_output)
     r.add_post("/api/compute/workers", register_worker)
     r.add_get("/api/compute/workers", list_workers)
+    r.add_post("/api/compute/workers/{did}/serves", set_worker_serves)
     r.add_post("/api/compute/pop", pop)
     r.add_post("/api/compute/jobs/{id}/progress", progress)
     r.add_put("/api/compute/jobs/{id}/outputs/{sha256}", upload_output)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from node.catalog.publish import Publisher
 from node.compute.auth import WorkerAuth
+from node.compute.publishing import OutputPublisher
 from node.compute.queue import JobQueue
 from node.compute.results import ResultDesk
 from node.compute.uploads import OutputUploads
@@ -31,6 +32,7 @@ class Compute:
     desk: ResultDesk
     auth: WorkerAuth
     uploads: OutputUploads
+    outputs: OutputPublisher
     config: ComputeSection
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -68,4 +70,5 @@ def build_compute(
     desk = ResultDesk(queue, publisher, author_key, outputs_dir, config.max_output_bytes)
     queue.on_released = desk.discard
     auth = WorkerAuth(node_did)
-    return Compute(queue, desk, auth, OutputUploads(auth, desk, config), config)
+    outputs = OutputPublisher(queue, desk, publisher, author_key)
+    return Compute(queue, desk, auth, OutputUploads(auth, desk, config), outputs, config)

@@ -3,7 +3,8 @@
 ``compute_jobs`` holds one row per generation or training job with its state machine
 (queued → leased → running → done | failed | cancelled | expired), its lease and its
 results; ``compute_job_inputs`` the training images (kept in the file store by SHA256);
-``compute_workers`` the worker keys registered here, with the user who donates each.
+``compute_workers`` the worker keys registered here, with the user who donates each and
+whom each serves (its owner's jobs only, unless an admin made it a node worker).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from node.db import BigIntPK, metadata
 
 JOB_STATES = ("queued", "leased", "running", "done", "failed", "cancelled", "expired")
 JOB_KINDS = ("generate", "train")
+WORKER_SERVES = ("own", "all")
 
 compute_workers = sa.Table(
     "compute_workers",
@@ -26,6 +28,8 @@ compute_workers = sa.Table(
     sa.Column("kinds", sa.String(32), nullable=False),  # comma-separated JOB_KINDS
     sa.Column("max_pixels", sa.BigInteger, nullable=False),
     sa.Column("device", sa.String(16), nullable=False, server_default="cpu"),
+    # "own": only its owner's jobs; "all": a node worker (an admin registered or marked it)
+    sa.Column("serves", sa.String(8), nullable=False, server_default="own"),
     sa.Column("registered", sa.BigInteger, nullable=False),
     sa.Column("last_seen", sa.BigInteger, nullable=True),
     sa.Column("jobs_done", sa.BigInteger, nullable=False, server_default="0"),

@@ -1,8 +1,16 @@
 """Worker keys registered on this node, each under the user who donates it.
 
 A worker proves it holds its key by signing its registration (and every later request);
-the registering user, logged in or by API token, becomes its donor: the queue serves the
-donor's own jobs first on it, and operators see each worker's contributions.
+the registering user, logged in or by API token, becomes its owner. Whom it serves:
+
+- a worker registered by a member serves only that member's own jobs ("own"): a member
+  cannot take other members' jobs (their prompts, their training images) by registering
+  a worker;
+- a worker registered by an admin, or one an admin marks (``POST
+  /api/compute/workers/{did}/serves``), is a **node worker** ("all"): it serves everyone,
+  its owner's own jobs first (the owner is then its donor).
+
+Operators see each worker's contributions.
 """
 
 from __future__ import annotations
@@ -15,9 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.compute import params
-from node.compute.tables import JOB_KINDS, compute_workers
+from node.compute.tables import JOB_KINDS, WORKER_SERVES, compute_workers
 from node.db import Database
-from node.errors import BadRequest, Conflict, Unauthorized
+from node.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from node.http import Principal
 from node.p2p.keys import public_key_from_did
 
@@ -32,6 +40,11 @@ class Worker:
     kinds: frozenset[str]
     max_pixels: int
     device: str
+    serves: str  # "own" or "all" (WORKER_SERVES)
+
+    @property
+    def serves_all(self) -> bool:
+        return self.serves == "all"
 
 
 def _worker(row: Any) -> Worker:
@@ -42,6 +55,7 @@ def _worker(row: Any) -> Worker:
         frozenset(k for k in row.kinds.split(",") if k),
         row.max_pixels,
         row.device,
+        row.serves,
     )
 
 
@@ -84,9 +98,10 @@ class WorkerRegistry:
                 sa.select(compute_workers.c.owner_id).where(compute_workers.c.did == did)
             )
             if owner_id is None:
+                serves = "all" if getattr(owner, "role", None) == "admin" else "own"
                 await conn.execute(
                     compute_workers.insert().values(
-                        did=did, owner_id=owner.id, registered=self.clock(), **values
+                        did=did, owner_id=owner.id, registered=self.clock(), serves=serves, **values
                     )
                 )
             elif owner_id != owner.id:
@@ -120,6 +135,7 @@ class WorkerRegistry:
                 "kinds": r.kinds.split(","),
                 "max_pixels": r.max_pixels,
                 "device": r.device,
+                "serves": r.serves,
                 "registered": r.registered,
                 "last_seen": r.last_seen,
                 "jobs_done": r.jobs_done,
@@ -129,6 +145,20 @@ class WorkerRegistry:
             }
             for r in rows
         ]
+
+    async def set_serves(self, who: Principal, did: str, serves: Any) -> dict[str, Any]:
+        """An admin decides whom a worker serves: "all" (a node worker) or "own"."""
+        if not who.is_admin:
+            raise Forbidden("only an admin decides whom a worker serves")
+        if serves not in WORKER_SERVES:
+            raise BadRequest(f"'serves' must be one of {', '.join(WORKER_SERVES)}")
+        async with self.db.write() as conn:
+            changed = await conn.execute(
+                compute_workers.update().where(compute_workers.c.did == did).values(serves=serves)
+            )
+            if changed.rowcount == 0:
+                raise NotFound(f"no worker {did} is registered here")
+        return (await self.list(who, did=did))[0]
 
     async def get(self, conn: AsyncConnection, did: str) -> Worker:
         row = (

@@ -6,7 +6,6 @@ real ``parameters`` writer and plain pixels, and submits them through the real r
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -16,77 +15,20 @@ from typing import Any
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
-from PIL import Image
 
 from node.accounts.service import User
 from node.app import Node
-from node.catalog.schemas import attestation_message
-from node.compute.parameters import png_with_parameters
 from node.compute.requests import expected_parameters
 from node.p2p.keys import SigningKey
 from tests.compute.conftest import Signer, Version, generate
-
-TINY_PNG_SIDE = 64
-
-
-async def _token(node: Node, user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {await node.accounts.create_token(user.name)}"}
-
-
-async def _register(
-    client: TestClient, node: Node, user: User, key: SigningKey, **data: Any
-) -> Signer:
-    signer = Signer(client, key, node.node_key.did)
-    body = json.dumps({"name": "gpu-1", **data}).encode()
-    from node.p2p.federation.signing import sign_request
-
-    headers = {
-        **sign_request(key, "POST", "/api/compute/workers", body, node.node_key.did),
-        **await _token(node, user),
-        "Content-Type": "application/json",
-    }
-    resp = await client.post("/api/compute/workers", data=body, headers=headers)
-    assert resp.status == 201, await resp.text()
-    return signer
-
-
-def _png(text: str, side: int = TINY_PNG_SIDE, shade: int = 0) -> bytes:
-    image = Image.new("RGB", (side, side), (shade, 120, 200))
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return png_with_parameters(out.getvalue(), text)
-
-
-def _sig(key: SigningKey, data: bytes) -> str:
-    sig = key.sign(attestation_message(hashlib.sha256(data).digest()))
-    return base64.urlsafe_b64encode(sig).decode().rstrip("=")
-
-
-async def _upload(signer: Signer, job_id: int, data: bytes) -> Any:
-    from node.compute.auth import sign_digest
-
-    sha = hashlib.sha256(data).hexdigest().upper()
-    path = f"/api/compute/jobs/{job_id}/outputs/{sha}"
-    headers = sign_digest(
-        signer.key, "PUT", path, hashlib.sha256(data).hexdigest(), signer.node_did
-    )
-    return await signer.client.put(path, data=data, headers=headers)
-
-
-async def _deliver(signer: Signer, job_id: int, outputs: list[bytes], key: SigningKey) -> Any:
-    for data in outputs:
-        assert (await _upload(signer, job_id, data)).status == 201
-    manifest = {
-        "outputs": [
-            {
-                "sha256": hashlib.sha256(d).hexdigest().upper(),
-                "size": len(d),
-                "sig": _sig(key, d),
-            }
-            for d in outputs
-        ]
-    }
-    return await signer.request("POST", f"/api/compute/jobs/{job_id}/result", manifest)
+from tests.compute.fake_worker import (
+    deliver,
+    make_node_worker,
+    png,
+    register,
+    token,
+    upload,
+)
 
 
 async def test_generation_end_to_end_through_the_api(
@@ -97,17 +39,21 @@ async def test_generation_end_to_end_through_the_api(
     checkpoint: Version,
     worker_key: SigningKey,
 ) -> None:
-    alice_auth = await _token(node, alice)
+    alice_auth = await token(node, alice)
     resp = await client.post("/api/jobs", json=generate(checkpoint.id, count=2), headers=alice_auth)
     assert resp.status == 201, await resp.text()
     job = await resp.json()
     assert (job["state"], job["position"]) == ("queued", 1)
 
-    signer = await _register(client, node, bob, worker_key)
+    signer = await register(client, node, bob, worker_key)
     workers = await (
-        await client.get("/api/compute/workers", headers=await _token(node, bob))
+        await client.get("/api/compute/workers", headers=await token(node, bob))
     ).json()
     assert [w["name"] for w in workers["workers"]] == ["gpu-1"]
+    # bob's worker serves only bob's jobs until an admin makes it a node worker
+    idle = await (await signer.request("POST", "/api/compute/pop", {})).json()
+    assert idle["job"] is None and "none of your own" in idle["reason"]
+    await make_node_worker(client, node, worker_key)
 
     lease = await (await signer.request("POST", "/api/compute/pop", {})).json()
     assert lease["job"]["id"] == job["id"]
@@ -120,30 +66,41 @@ async def test_generation_end_to_end_through_the_api(
     assert (shown["state"], shown["progress"]) == ("running", {"step": 1, "total": 2})
 
     texts = expected_parameters(lease["job"])
-    images = [_png(text, shade=i * 40) for i, text in enumerate(texts)]
-    resp = await _deliver(signer, job["id"], images, worker_key)
+    images = [png(text, shade=i * 40) for i, text in enumerate(texts)]
+    resp = await deliver(signer, job["id"], images, worker_key)
     assert resp.status == 200, await resp.text()
     done = await (await client.get(f"/api/jobs/{job['id']}", headers=alice_auth)).json()
     assert done["state"] == "done" and done["worker"] == worker_key.did
     assert [r["seed"] for r in done["results"]] == [7, 8]
+    # private to alice until she publishes: nothing in the gallery, nothing signed
+    gallery_url = f"/api/v1/images?modelVersionId={checkpoint.id}&withMeta=true"
+    assert (await (await client.get(gallery_url)).json())["items"] == []
+    assert [r["published"] for r in done["results"]] == [None, None]
+    seen = await client.get(done["results"][0]["url"], headers=alice_auth)
+    assert seen.status == 200 and await seen.read() == images[0]
+    published = []
+    for r in done["results"]:
+        resp = await client.post(
+            f"/api/jobs/{job['id']}/outputs/{r['sha256']}/publish", json={}, headers=alice_auth
+        )
+        assert resp.status == 201, await resp.text()
+        published.append(await resp.json())
 
-    gallery = await (
-        await client.get(f"/api/v1/images?modelVersionId={checkpoint.id}&withMeta=true")
-    ).json()
+    gallery = await (await client.get(gallery_url)).json()
     metas = {item["id"]: item for item in gallery["items"]}
-    first = metas[done["results"][0]["image_id"]]
+    first = metas[published[0]["image_id"]]
     assert first["meta"]["prompt"] == "a fox"
     assert first["meta"]["seed"] == 7
     assert first["meta"]["Model hash"].upper() == checkpoint.sha256[:10]
     assert first["civitas"]["author"] == alice.did  # the requester, not the worker
-    stats = await (await client.get("/api/compute/workers", headers=await _token(node, bob))).json()
+    stats = await (await client.get("/api/compute/workers", headers=await token(node, bob))).json()
     assert stats["workers"][0]["jobs_done"] == 1 and stats["workers"][0]["outputs"] == 2
 
 
 async def test_bad_requests_are_clear_json_errors(
     client: TestClient, node: Node, alice: User, checkpoint: Version
 ) -> None:
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     cases = [
         (generate(999_999), 404, "no model version 999999"),
         (generate(checkpoint.id, width=2048, height=2048, count=4), 400, "compute.max_pixels"),
@@ -171,7 +128,7 @@ async def test_worker_routes_need_a_registered_signed_worker(
     resp = await client.post(
         "/api/compute/workers",
         data=body,
-        headers={**await _token(node, alice), "Content-Type": "application/json"},
+        headers={**await token(node, alice), "Content-Type": "application/json"},
     )
     assert resp.status == 401
 
@@ -184,18 +141,19 @@ async def test_results_are_verified_before_anything_is_kept(
     checkpoint: Version,
     worker_key: SigningKey,
 ) -> None:
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     job = await (await client.post("/api/jobs", json=generate(checkpoint.id), headers=auth)).json()
-    holder = await _register(client, node, bob, worker_key)
+    holder = await register(client, node, bob, worker_key)
+    await make_node_worker(client, node, worker_key)
     other_key = SigningKey.from_seed(b"o" * 32)
-    other = await _register(client, node, bob, other_key)
+    other = await register(client, node, bob, other_key)
     lease = (await (await holder.request("POST", "/api/compute/pop", {})).json())["job"]
-    good = _png(expected_parameters(lease)[0])
+    good = png(expected_parameters(lease)[0])
 
     # a worker that does not hold the job (another worker does): refused before the body
-    resp = await _upload(other, job["id"], good)
+    resp = await upload(other, job["id"], good)
     assert resp.status == 403 and "you do not hold" in (await resp.json())["message"]
-    resp = await _deliver(holder, job["id"], [good], other_key)  # signed by the wrong key
+    resp = await deliver(holder, job["id"], [good], other_key)  # signed by the wrong key
     assert resp.status == 403 and "attestation" in (await resp.json())["message"]
     # bytes that do not match the path's SHA256
     path = f"/api/compute/jobs/{job['id']}/outputs/{'0' * 64}"
@@ -211,29 +169,29 @@ async def test_results_are_verified_before_anything_is_kept(
     assert resp.status == 400 and "do not hash" in (await resp.json())["message"]
     # a corrupt image, a wrong seed, a wrong size
     corrupt = good[:100] + b"\0" * 50 + good[150:]
-    resp = await _deliver(holder, job["id"], [corrupt], worker_key)
+    resp = await deliver(holder, job["id"], [corrupt], worker_key)
     assert resp.status in (400, 415) and (await resp.json())["error"].startswith("image")
-    wrong_seed = _png(expected_parameters({**lease, "params": {**lease["params"], "seed": 8}})[0])
-    resp = await _deliver(holder, job["id"], [wrong_seed], worker_key)
+    wrong_seed = png(expected_parameters({**lease, "params": {**lease["params"], "seed": 8}})[0])
+    resp = await deliver(holder, job["id"], [wrong_seed], worker_key)
     assert resp.status == 400 and "'parameters' do not match" in (await resp.json())["message"]
-    resp = await _deliver(
-        holder, job["id"], [_png(expected_parameters(lease)[0], side=72)], worker_key
+    resp = await deliver(
+        holder, job["id"], [png(expected_parameters(lease)[0], side=72)], worker_key
     )
     assert resp.status == 400 and "asked for 64x64" in (await resp.json())["message"]
-    resp = await _deliver(holder, job["id"], [good, good], worker_key)
+    resp = await deliver(holder, job["id"], [good, good], worker_key)
     assert resp.status == 400
     gallery = await (await client.get(f"/api/v1/images?modelVersionId={checkpoint.id}")).json()
     assert gallery["items"] == []
-    assert (await _deliver(holder, job["id"], [good], worker_key)).status == 200
+    assert (await deliver(holder, job["id"], [good], worker_key)).status == 200
     # once done, nobody holds it
-    again = await _upload(holder, job["id"], good)
+    again = await upload(holder, job["id"], good)
     assert again.status == 409
 
 
 async def test_cancel_and_events(
     client: TestClient, node: Node, alice: User, checkpoint: Version
 ) -> None:
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     job = await (await client.post("/api/jobs", json=generate(checkpoint.id), headers=auth)).json()
     listed = await (await client.get("/api/jobs", headers=auth)).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
@@ -250,10 +208,10 @@ async def test_training_upload_takes_images_and_a_zip(
 ) -> None:
     import zipfile
 
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("b.png", _png("x", shade=50))
+        z.writestr("b.png", png("x", shade=50))
         z.writestr("b.txt", "fox in snow")
     form = FormData()
     params = {
@@ -265,14 +223,14 @@ async def test_training_upload_takes_images_and_a_zip(
         "captions": {"a.png": "a red fox"},
     }
     form.add_field("params", json.dumps(params), content_type="application/json")
-    form.add_field("image", _png("y", shade=10), filename="a.png", content_type="image/png")
+    form.add_field("image", png("y", shade=10), filename="a.png", content_type="image/png")
     form.add_field("zip", archive.getvalue(), filename="set.zip", content_type="application/zip")
     resp = await client.post("/api/jobs", data=form, headers=auth)
     assert resp.status == 201, await resp.text()
     job = await resp.json()
     assert job["kind"] == "train" and job["params"]["trigger_word"] == "foxy"
     key = SigningKey.from_seed(b"t" * 32)
-    signer = await _register(client, node, alice, key, kinds=["train"])
+    signer = await register(client, node, alice, key, kinds=["train"])
     lease = (await (await signer.request("POST", "/api/compute/pop", {})).json())["job"]
     assert [(i["name"], i["caption"]) for i in lease["inputs"]] == [
         ("a.png", "a red fox"),
@@ -287,7 +245,7 @@ async def test_training_upload_takes_images_and_a_zip(
 async def test_generate_page_queues_a_job_and_shows_it(
     client: TestClient, node: Node, alice: User, checkpoint: Version
 ) -> None:
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     page = await client.get(f"/generate?version={checkpoint.id}", headers=auth)
     assert page.status == 200 and f'value="{checkpoint.id}"' in await page.text()
     form = {"model_version_id": str(checkpoint.id), "prompt": "a fox", "steps": "4"}
@@ -334,11 +292,11 @@ def test_a_worker_without_torch_says_what_to_install(
 async def test_a_failed_attempt_leaves_no_uploads_behind(
     client: TestClient, node: Node, alice: User, checkpoint: Version, worker_key: SigningKey
 ) -> None:
-    auth = await _token(node, alice)
+    auth = await token(node, alice)
     job = await (await client.post("/api/jobs", json=generate(checkpoint.id), headers=auth)).json()
-    signer = await _register(client, node, alice, worker_key)
+    signer = await register(client, node, alice, worker_key)
     lease = (await (await signer.request("POST", "/api/compute/pop", {})).json())["job"]
-    assert (await _upload(signer, job["id"], _png(expected_parameters(lease)[0]))).status == 201
+    assert (await upload(signer, job["id"], png(expected_parameters(lease)[0]))).status == 201
     assert node.compute.desk.job_dir(job["id"]).is_dir()
     resp = await signer.request("POST", f"/api/compute/jobs/{job['id']}/fail", {"error": "OOM"})
     assert (await resp.json())["state"] == "queued"

@@ -43,6 +43,13 @@ async def _worker(queue: JobQueue, owner: User, seed: bytes, **data: object) -> 
     return key.did
 
 
+async def _node_worker(queue: JobQueue, owner: User, seed: bytes) -> str:
+    """A member's worker an admin made a node worker: it serves everyone's jobs."""
+    did = await _worker(queue, owner, seed)
+    await queue.registry.set_serves(Principal(node_admin=True), did, "all")
+    return did
+
+
 # --- pure fairness -----------------------------------------------------------------------
 
 
@@ -147,7 +154,7 @@ async def test_pop_is_round_robin_with_donors_first_and_caps(
     carols_worker = await _worker(queue, carol, b"c")
     first = await queue.pop(carols_worker, {})
     assert first["job"]["id"] == c["id"]  # the donor's own request first
-    w = await _worker(queue, bob, b"w")
+    w = await _node_worker(queue, bob, b"w")
     assert (await queue.pop(w, {}))["job"]["id"] == b[0]["id"]  # bob donates w: his first
     assert (await queue.pop(w, {}))["job"]["id"] == a[0]["id"]  # bob is at the cap of 1
     nothing = await queue.pop(w, {})
@@ -217,7 +224,7 @@ async def test_worker_failures_requeue_and_cancel_stops_the_worker(
     queue: JobQueue, alice: User, bob: User, checkpoint: Version
 ) -> None:
     job = await queue.submit(alice, generate(checkpoint.id))
-    w = await _worker(queue, bob, b"1")
+    w = await _node_worker(queue, bob, b"1")
     await queue.pop(w, {})
     assert (await queue.fail(job["id"], w, {"error": "out of memory"}))["state"] == "queued"
     await queue.pop(w, {})
@@ -248,3 +255,26 @@ async def test_a_worker_key_belongs_to_one_donor(queue: JobQueue, alice: User, b
         await queue.registry.register(bob, {"did": did})
     assert [w["owner"] for w in await queue.registry.list(Principal(node_admin=True))] == ["alice"]
     assert await queue.registry.list(Principal(user=bob)) == []
+
+
+async def test_a_members_worker_serves_only_its_members_jobs(
+    node: Node, queue: JobQueue, alice: User, bob: User, checkpoint: Version
+) -> None:
+    job = await queue.submit(alice, generate(checkpoint.id))
+    bobs = await _worker(queue, bob, b"b")
+    nothing = await queue.pop(bobs, {})
+    assert nothing == {
+        "job": None,
+        "reason": "1 queued job, none of your own: a member's worker serves only its "
+        "owner's jobs until an admin makes it a node worker",
+    }
+    with pytest.raises(Forbidden, match="only an admin"):
+        await queue.registry.set_serves(Principal(user=bob), bobs, "all")
+    with pytest.raises(BadRequest, match="'serves'"):
+        await queue.registry.set_serves(Principal(node_admin=True), bobs, "everyone")
+    with pytest.raises(NotFound):
+        await queue.registry.set_serves(Principal(node_admin=True), "did:key:z6Mkx", "all")
+    admin = await node.accounts.add_user("root", "correct horse battery", role="admin")
+    operators = await _worker(queue, admin, b"a")  # an admin's worker is a node worker
+    assert (await queue.registry.list(Principal(user=admin), did=operators))[0]["serves"] == "all"
+    assert (await queue.pop(operators, {}))["job"]["id"] == job["id"]

@@ -26,6 +26,7 @@ from PIL import Image
 from node.accounts.service import User
 from node.app import Node, create_app, set_public_url
 from node.compute.worker import Worker, WorkerOptions
+from node.http import Principal
 from node.p2p.keys import SigningKey
 from tests.compute.conftest import Version, publish
 
@@ -88,10 +89,29 @@ async def _in_process_worker(
     donor: User,
     name: str = "w",
     torrent: bool = False,
+    node_worker: bool = False,
 ) -> Worker:
+    """A worker donated by ``donor``; ``node_worker``: an admin made it serve everyone."""
     token = await node.accounts.create_token(donor.name)
     options = _options(client, tmp_path, tiny, name, token=token, torrent=torrent)
-    return Worker(options, SigningKey.generate())
+    key = SigningKey.generate()
+    if node_worker:
+        await node.compute.queue.registry.register(donor, {"did": key.did, "name": name})
+        await node.compute.queue.registry.set_serves(Principal(node_admin=True), key.did, "all")
+    return Worker(options, key)
+
+
+async def _publish_images(
+    client: TestClient, auth: dict[str, str], job: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The requester publishes every generated image of a job (they are private until then)."""
+    published = []
+    for r in job["results"]:
+        path = f"/api/jobs/{job['id']}/outputs/{r['sha256']}/publish"
+        resp = await client.post(path, json={}, headers=auth)
+        assert resp.status == 201, await resp.text()
+        published.append(dict(await resp.json()))
+    return published
 
 
 async def _submit(client: TestClient, auth: dict[str, str], job: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +135,9 @@ async def test_generation_with_an_in_process_worker(
 ) -> None:
     auth = {"Authorization": f"Bearer {await node.accounts.create_token(alice.name)}"}
     first = await _submit(live, auth, _gen(base.id, count=2))
-    worker = await _in_process_worker(node, live, tmp_path, tiny, bob, torrent=True)
+    worker = await _in_process_worker(
+        node, live, tmp_path, tiny, bob, torrent=True, node_worker=True
+    )
     assert await asyncio.wait_for(worker.run(), 60) == 0
     done = await _job(live, auth, first["id"])
     assert done["state"] == "done", done
@@ -123,13 +145,18 @@ async def test_generation_with_an_in_process_worker(
     gallery = await (
         await live.get(f"/api/v1/images?modelVersionId={base.id}&withMeta=true")
     ).json()
+    assert gallery["items"] == []  # private to alice until she publishes them
+    published = await _publish_images(live, auth, done)
+    gallery = await (
+        await live.get(f"/api/v1/images?modelVersionId={base.id}&withMeta=true")
+    ).json()
     assert len(gallery["items"]) == 2
-    item = next(i for i in gallery["items"] if i["id"] == done["results"][0]["image_id"])
+    item = next(i for i in gallery["items"] if i["id"] == published[0]["image_id"])
     meta = item["meta"]
     assert (meta["prompt"], meta["negativePrompt"], meta["seed"]) == ("a red fox", "blurry", 42)
     assert (meta["steps"], meta["sampler"], meta["Size"]) == (2, "Euler", "64x64")
     assert meta["Model hash"].upper() == base.sha256[:10]
-    image = await live.get(done["results"][0]["url"])
+    image = await live.get(done["results"][0]["url"], headers=auth)
     assert Image.open(io.BytesIO(await image.read())).size == (64, 64)
 
     # the same seed again, on the same machine: the same bytes
@@ -203,10 +230,11 @@ async def test_training_makes_a_lora_that_changes_the_output(
     a, b = await _job(live, auth, plain["id"]), await _job(live, auth, styled["id"])
     assert a["state"] == b["state"] == "done", (a, b)
     assert a["results"][0]["sha256"] != b["results"][0]["sha256"]
+    (styled_image,) = await _publish_images(live, auth, b)
     gallery = await (
         await live.get(f"/api/v1/images?modelVersionId={base.id}&withMeta=true")
     ).json()
-    styled_meta = next(i for i in gallery["items"] if i["id"] == b["results"][0]["image_id"])
+    styled_meta = next(i for i in gallery["items"] if i["id"] == styled_image["image_id"])
     assert [r["type"] for r in styled_meta["meta"]["resources"]][:1] == ["lora"]
 
 
@@ -236,14 +264,14 @@ def _worker_command(url: str, tmp_path: Path, tiny: Any, name: str, token: str) 
 
 
 async def test_a_worker_process_and_a_killed_one(
-    live: TestClient, node: Node, alice: User, bob: User, base: Version, tiny: Any, tmp_path: Path
+    live: TestClient, node: Node, alice: User, base: Version, tiny: Any, tmp_path: Path
 ) -> None:
     """A `civitas worker` process starts a long job and is killed mid-way; its lease
     expires, the job is requeued, and another worker (in-process) finishes it."""
     auth = {"Authorization": f"Bearer {await node.accounts.create_token(alice.name)}"}
     job = await _submit(live, auth, _gen(base.id, steps=100, count=2))
     url = str(live.make_url("")).rstrip("/")
-    token = await node.accounts.create_token(bob.name)
+    token = await node.accounts.create_token(alice.name)  # alice's own workers, her job
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path.cwd())}
 
     proc = await asyncio.create_subprocess_exec(
@@ -274,7 +302,7 @@ async def test_a_worker_process_and_a_killed_one(
         await asyncio.sleep(0.1)
     assert (shown["state"], shown["failures"]) == ("queued", 1), shown
 
-    rescuer = await _in_process_worker(node, live, tmp_path, tiny, bob, "rescuer")
+    rescuer = await _in_process_worker(node, live, tmp_path, tiny, alice, "rescuer")
     assert await asyncio.wait_for(rescuer.run(), 60) == 0
     done = await _job(live, auth, job["id"])
     assert done["state"] == "done" and done["attempts"] == 2, done
@@ -284,7 +312,7 @@ async def test_a_worker_process_and_a_killed_one(
     by_name = {w["name"]: w for w in workers["workers"]}
     assert by_name["rescuer"]["jobs_done"] == 1 and by_name["doomed"]["jobs_done"] == 0
     assert done["worker"] == by_name["rescuer"]["did"]
-    image = await live.get(done["results"][1]["url"])
+    image = await live.get(done["results"][1]["url"], headers=auth)
     assert hashlib.sha256(await image.read()).hexdigest().upper() == done["results"][1]["sha256"]
 
 

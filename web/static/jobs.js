@@ -41,8 +41,8 @@
     if (["done", "failed", "cancelled", "expired"].includes(job.state)) {
       events.close();
       const finishedHere = section.dataset.state !== job.state;
-      if (finishedHere && (job.results || []).some((r) => r.kind === "lora")) {
-        window.location.reload(); // the LoRA's draft and publish notes are rendered server-side
+      if (finishedHere && (job.results || []).length) {
+        window.location.reload(); // the publish forms (LoRA, images) are rendered server-side
       }
     }
   };
