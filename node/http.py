@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.errors import (
     BadRequest,
@@ -93,6 +94,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         reason = exc.reason or "error"
         return error_response(exc.status, reason.lower().replace(" ", "_"), reason)
+    except HttpProcessingError as exc:  # aiohttp refused a multipart part's headers …
+        status = 400
+        return error_response(400, "malformed_request", f"the request is malformed: {exc}"[:500])
     except (ValueError, UnicodeError) as exc:
         if not _from_request_parsing(exc.__traceback__):
             log.exception("unhandled error", extra={"method": request.method, "path": request.path})
@@ -218,6 +222,23 @@ def query_int(
     if value is None:
         raise BadRequest(f"{name} must be an integer from {lo} to {hi}")
     return value
+
+
+MAX_FILENAME = 255
+_BAD_FILENAME = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff/\\\\]")
+
+
+def upload_filename(sent: str | None, default: str) -> str:
+    """A multipart part's file name as given to a file, a record and a download: its last
+    path component, or a 400 for control characters, lone surrogates or excess length."""
+    if not sent:
+        return default
+    name = sent.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or name in (".", "..") or len(name) > MAX_FILENAME or _BAD_FILENAME.search(name):
+        raise BadRequest(
+            f"a file name is 1 to {MAX_FILENAME} printable characters without control characters"
+        )
+    return name
 
 
 _TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")

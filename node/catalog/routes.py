@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,14 @@ from node.catalog.progress import Progress, sse_events
 from node.catalog.search import SearchQuery
 from node.catalog.service import MAX_PREVIEWS, CatalogService
 from node.errors import BadRequest, NotFound, PayloadTooLarge
-from node.http import json_ok, read_json, require_admin, require_user
+from node.http import (
+    json_ok,
+    parse_json,
+    read_json,
+    require_admin,
+    require_user,
+    upload_filename,
+)
 from node.p2p.torrent_routes import TORRENT_INDEX
 
 CATALOG = web.AppKey("catalog", CatalogService)
@@ -138,10 +144,7 @@ async def version_by_hash(request: web.Request) -> web.Response:
 
 
 async def versions_by_hashes(request: web.Request) -> web.Response:
-    try:
-        hashes = json.loads(await request.read())
-    except ValueError:
-        raise BadRequest("send a JSON list of SHA256 hashes") from None
+    hashes = parse_json(await request.read(), "a JSON list of SHA256 hashes")
     if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
         raise BadRequest("send a JSON list of SHA256 hashes")
     if len(hashes) > 100:
@@ -309,17 +312,14 @@ async def _publish_multipart(request: web.Request, progress: Progress) -> dict[s
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart is not supported")
         if part.name == "metadata":
-            try:
-                data = json.loads(await part.read(decode=True))
-            except ValueError:
-                raise BadRequest("the metadata part is not valid JSON") from None
+            data = parse_json(await part.read(decode=True), "the metadata part")
             if not isinstance(data, dict):
                 raise BadRequest("the metadata part must be a JSON object")
         elif part.name == "image":
             images.append(await read_preview(part, images))
             progress.receive(request.content.total_bytes)
         elif part.name == "file":
-            filename = part.filename or "model.safetensors"
+            filename = upload_filename(part.filename, "model.safetensors")
             if "model_id" not in data and "model_id" in request.match_info:
                 data["model_id"] = _path_int(request, "model_id")
             return await request.app[CATALOG].publish_upload(
