@@ -58,3 +58,6 @@ class NodeClient:
 
     async def post(self, path: str, json: Any = None) -> Any:
         return await self.request("POST", path, json=json if json is not None else {})
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)

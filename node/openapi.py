@@ -79,6 +79,18 @@ PATHS: dict[str, dict[str, Any]] = {
             auth=True,
             ok="201",
         ),
+        "get": _op(
+            "List a user's API tokens (admin or that user)",
+            params=_params(("name", "path", "string")),
+            auth=True,
+        ),
+    },
+    "/api/admin/users/{name}/tokens/{id}": {
+        "delete": _op(
+            "Revoke an API token (admin or that user)",
+            params=_params(("name", "path", "string"), ("id", "path", "integer")),
+            auth=True,
+        ),
     },
     "/api/v1/models": {
         "get": _op(
@@ -530,6 +542,15 @@ PAGES: dict[str, dict[str, Any]] = {
     },
     "/logout": {"post": _page("Log out", form=FORM)},
     "/preferences": {"post": _page("Show or hide R and X content (a cookie)", form=FORM)},
+    "/account/tokens": {
+        "get": _page("Your API tokens: list, create, revoke"),
+        "post": _page("Create an API token (label, expires_days)", form=FORM),
+    },
+    "/account/tokens/{id}/revoke": {
+        "post": _page(
+            "Revoke one of your API tokens", params=_params(("id", "path", "integer")), form=FORM
+        ),
+    },
     "/takedowns/new": {
         "get": _page(
             "The takedown notice form (user)", params=_params(("target", "query", "string"))

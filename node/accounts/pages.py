@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,8 @@ from node.accounts.routes import (
     end_session,
     set_session_cookie,
 )
-from node.errors import TooManyRequests, Unauthorized
-from node.http import client_address, local_path
+from node.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from node.http import Principal, client_address, local_path, parse_int, require_user
 from node.render import RATING_COOKIE, RENDERER, page
 
 PREFERENCE_SECONDS = 365 * 24 * 3600
@@ -88,6 +89,65 @@ async def preferences(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+@page
+async def tokens_page(request: web.Request) -> web.StreamResponse:
+    return await _tokens(request)
+
+
+@page
+async def create_token(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    name = _own_name(check_form_token(request, _text(form, FORM_FIELD)))
+    days_text = _text(form, "expires_days").strip()
+    days = parse_int(days_text, 1) if days_text else None
+    if days_text and days is None:
+        return await _tokens(request, status=400, error="expiry: a number of days, or empty")
+    try:
+        token = await request.app[ACCOUNTS].create_token(name, _text(form, "label"), days)
+    except BadRequest as exc:
+        return await _tokens(request, status=400, error=exc.message)
+    return await _tokens(request, status=201, new_token=token)
+
+
+@page
+async def revoke_token(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    name = _own_name(check_form_token(request, _text(form, FORM_FIELD)))
+    token_id = parse_int(request.match_info["id"])
+    if token_id is None:
+        raise NotFound("a token id is a positive integer")
+    await request.app[ACCOUNTS].revoke_token(name, token_id)
+    raise web.HTTPSeeOther("/account/tokens")
+
+
+def _own_name(who: Principal) -> str:
+    if who.user is None:
+        raise Unauthorized("log in to manage your API tokens")
+    return str(who.user.name)
+
+
+async def _tokens(request: web.Request, status: int = 200, **context: Any) -> web.Response:
+    name = _own_name(require_user(request))
+    tokens = await request.app[ACCOUNTS].list_tokens(name)
+    for t in tokens:
+        t["created_text"] = _date(t["created"])
+        t["expires_text"] = _date(t["expires"]) if t["expires"] else "never"
+    return request.app[RENDERER].render(
+        request,
+        "account/tokens.html",
+        status=status,
+        title="API tokens",
+        name=name,
+        tokens=tokens,
+        error=context.get("error"),
+        new_token=context.get("new_token"),
+    )
+
+
+def _date(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
+
+
 def _text(form: Mapping[str, Any], name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
@@ -98,3 +158,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_post("/preferences", preferences)
+    app.router.add_get("/account/tokens", tokens_page)
+    app.router.add_post("/account/tokens", create_token)
+    app.router.add_post("/account/tokens/{id}/revoke", revoke_token)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from node.accounts.service import AccountService
-from node.errors import BadRequest, Forbidden
+from node.errors import BadRequest, Forbidden, NotFound
 from node.http import (
     ANONYMOUS,
     CSRF_HEADER,
@@ -20,6 +20,7 @@ from node.http import (
     client_address,
     field,
     json_ok,
+    parse_int,
     principal,
     read_json,
     require_admin,
@@ -183,14 +184,35 @@ async def add_user(request: web.Request) -> web.Response:
     return json_ok({"user": user.public()}, status=201)
 
 
-async def create_token(request: web.Request) -> web.Response:
+def _token_owner(request: web.Request) -> str:
+    """The user named in the path, if the requester is an admin or that user."""
     who = require_user(request)
     name = request.match_info["name"]
     if not who.is_admin and (who.user is None or who.user.name != name):
-        raise Forbidden("you may only create tokens for yourself")
+        raise Forbidden("you may only manage your own tokens")
+    return name
+
+
+async def create_token(request: web.Request) -> web.Response:
+    name = _token_owner(request)
     data = await read_json(request) if request.can_read_body else {}
-    token = await request.app[ACCOUNTS].create_token(name, field(data, "label", default="cli"))
+    token = await request.app[ACCOUNTS].create_token(
+        name, field(data, "label", default="cli"), field(data, "expires_days", int, default=None)
+    )
     return json_ok({"token": token}, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return json_ok({"tokens": await request.app[ACCOUNTS].list_tokens(_token_owner(request))})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    name = _token_owner(request)
+    token_id = parse_int(request.match_info["id"])
+    if token_id is None:
+        raise NotFound("a token id is a positive integer")
+    await request.app[ACCOUNTS].revoke_token(name, token_id)
+    return json_ok({"revoked": token_id})
 
 
 def add_routes(app: web.Application) -> None:
@@ -201,3 +223,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/admin/users", list_users)
     app.router.add_post("/api/admin/users", add_user)
     app.router.add_post("/api/admin/users/{name}/tokens", create_token)
+    app.router.add_get("/api/admin/users/{name}/tokens", list_tokens)
+    app.router.add_delete("/api/admin/users/{name}/tokens/{id}", revoke_token)

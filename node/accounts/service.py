@@ -32,6 +32,9 @@ Role = Literal["admin", "moderator", "member"]
 ROLES: tuple[Role, ...] = ("admin", "moderator", "member")
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 API_TOKEN_PREFIX = "cvt_"
+MAX_TOKEN_DAYS = 3650
+DAY_MS = 24 * 3600 * 1000
+_UNPRINTABLE = re.compile("[\ud800-\udfff\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -173,20 +176,69 @@ class AccountService:
 
     # --- API tokens -----------------------------------------------------------------
 
-    async def create_token(self, name: str, label: str = "cli") -> str:
-        if not isinstance(label, str) or not 0 < len(label) <= 64:
+    async def create_token(
+        self, name: str, label: str = "cli", expires_days: int | None = None
+    ) -> str:
+        """A new API token for user ``name`` (shown once, stored hashed), valid forever or
+        for ``expires_days`` days."""
+        if not isinstance(label, str) or not 0 < len(label) <= 64 or _UNPRINTABLE.search(label):
             raise BadRequest("a token label is 1 to 64 characters")
+        if expires_days is not None and (
+            not isinstance(expires_days, int)
+            or isinstance(expires_days, bool)
+            or not 1 <= expires_days <= MAX_TOKEN_DAYS
+        ):
+            raise BadRequest(f"expires_days is a whole number from 1 to {MAX_TOKEN_DAYS}")
         user = await self.get_user(name)
         token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = now_ms()
         async with self.db.write() as conn:
             await conn.execute(
                 api_tokens.insert().values(
-                    user_id=user.id, label=label, token_hash=token_digest(token), created=now_ms()
+                    user_id=user.id,
+                    label=label,
+                    token_hash=token_digest(token),
+                    created=now,
+                    expires=now + expires_days * DAY_MS if expires_days else None,
                 )
             )
         return token
 
+    async def list_tokens(self, name: str) -> list[dict[str, Any]]:
+        """User ``name``'s tokens (never their values), newest first."""
+        user = await self.get_user(name)
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(api_tokens)
+                .where(api_tokens.c.user_id == user.id)
+                .order_by(api_tokens.c.id.desc())
+            )
+            now = now_ms()
+            return [
+                {
+                    "id": row.id,
+                    "label": row.label,
+                    "created": row.created,
+                    "expires": row.expires,
+                    "expired": row.expires is not None and row.expires <= now,
+                }
+                for row in rows
+            ]
+
+    async def revoke_token(self, name: str, token_id: int) -> None:
+        """Delete one of user ``name``'s tokens: from now on it is refused (401)."""
+        user = await self.get_user(name)
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                api_tokens.delete().where(
+                    api_tokens.c.id == token_id, api_tokens.c.user_id == user.id
+                )
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"{name!r} has no token {token_id}")
+
     async def user_for_token(self, token: str) -> User | None:
+        """The user of a live token; None for unknown, revoked or expired ones."""
         if not token.startswith(API_TOKEN_PREFIX):
             return None
         async with self.db.read() as conn:
@@ -194,7 +246,10 @@ class AccountService:
                 await conn.execute(
                     sa.select(users)
                     .join(api_tokens, api_tokens.c.user_id == users.c.id)
-                    .where(api_tokens.c.token_hash == token_digest(token))
+                    .where(
+                        api_tokens.c.token_hash == token_digest(token),
+                        sa.or_(api_tokens.c.expires.is_(None), api_tokens.c.expires > now_ms()),
+                    )
                 )
             ).first()
         return _user(row) if row is not None else None

@@ -29,6 +29,7 @@ api_tokens = sa.Table(
     sa.Column("token_hash", sa.LargeBinary(32), nullable=False, unique=True),
     sa.Column("created", sa.BigInteger, nullable=False),
     sa.Column("last_used", sa.BigInteger, nullable=True),
+    sa.Column("expires", sa.BigInteger, nullable=True),  # unix ms; NULL: never
 )
 
 sessions = sa.Table(

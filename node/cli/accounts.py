@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,18 +72,56 @@ def token() -> None:
 @token.command("create")
 @click.argument("name")
 @click.option("--label", default="cli", show_default=True, help="What the token is for.")
+@click.option("--expires-days", type=int, help="Refuse the token after this many days.")
 @pass_ctx
 @handle_errors
-def token_create(ctx: Context, name: str, label: str) -> None:
+def token_create(ctx: Context, name: str, label: str, expires_days: int | None) -> None:
     """Print a new API token for user NAME (shown once; stored hashed)."""
     if ctx.home.running() is not None:
         data = run(
-            NodeClient.for_home(ctx.home).post(f"/api/admin/users/{name}/tokens", {"label": label})
+            NodeClient.for_home(ctx.home).post(
+                f"/api/admin/users/{name}/tokens", {"label": label, "expires_days": expires_days}
+            )
         )
         value = data["token"]
     else:
-        value = with_node(ctx, lambda node: node.accounts.create_token(name, label))
+        value = with_node(ctx, lambda node: node.accounts.create_token(name, label, expires_days))
     click.echo(value)
+
+
+@token.command("list")
+@click.argument("name")
+@pass_ctx
+@handle_errors
+def token_list(ctx: Context, name: str) -> None:
+    """List user NAME's tokens: id, label, created, expires (never their values)."""
+    if ctx.home.running() is not None:
+        tokens = run(NodeClient.for_home(ctx.home).get(f"/api/admin/users/{name}/tokens"))
+        rows: list[Any] = tokens["tokens"]
+    else:
+        rows = with_node(ctx, lambda node: node.accounts.list_tokens(name))
+    for t in rows:
+        expires = _when(t["expires"]) if t["expires"] else "never"
+        state = "\texpired" if t["expired"] else ""
+        click.echo(f"{t['id']}\t{t['label']}\t{_when(t['created'])}\t{expires}{state}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.argument("token_id", type=int)
+@pass_ctx
+@handle_errors
+def token_revoke(ctx: Context, name: str, token_id: int) -> None:
+    """Revoke user NAME's token TOKEN_ID (see `token list`): it is refused from now on."""
+    if ctx.home.running() is not None:
+        run(NodeClient.for_home(ctx.home).delete(f"/api/admin/users/{name}/tokens/{token_id}"))
+    else:
+        with_node(ctx, lambda node: node.accounts.revoke_token(name, token_id))
+    click.echo(f"revoked token {token_id} of {name}")
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
 @click.group()
