@@ -10,13 +10,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The node alone: no torch, no GPU libraries.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml setup.py | $(BIN)/python
 	$(PIP) install -q -e .
 	touch $@
 
 # Everything the tests need. torch goes first, pinned to the CPU build on this machine,
 # so that the compute extra does not pull a multi-GB CUDA build.
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py | $(BIN)/python
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[compute,test]'
 	touch $@ $(VENV)/.installed-run

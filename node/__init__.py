@@ -1,8 +1,5 @@
 """Civitas: a federated peer-to-peer node for sharing open image models."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("civitas")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+# The one place the version is written: pyproject.toml reads it from here (setuptools'
+# dynamic version), `civitas --version` and /.well-known/civitas print it.
+__version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Server-rendered pages: the Jinja2 environment, security headers, page helpers.
 
-Templates live in the repository's ``web/templates`` (static files in ``web/static``),
-found next to the ``node`` package, which is where an editable install leaves them.
+Templates live in the repository's ``web/templates`` (static files in ``web/static``);
+a wheel ships them inside the package as ``node/web`` (see :func:`web_dir`).
 Every string a template prints is escaped; Markdown is rendered with markdown-it and
 then sanitized with nh3, so user-written descriptions cannot carry script.
 """
@@ -48,14 +48,21 @@ _markdown = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethr
 
 
 def web_dir() -> Path:
-    """The repository's ``web`` folder: templates and static assets of the UI."""
-    found = Path(node.__file__).resolve().parent.parent / "web"
-    if not (found / "templates").is_dir():
-        raise ConfigError(
-            f"the web UI's templates are not in {found}: install Civitas from its "
-            "repository with `pip install -e .` (as `make run` does)"
-        )
-    return found
+    """The web UI's templates and static assets.
+
+    An installed wheel carries them inside the package (``node/web``, mapped from the
+    repository's ``web/`` by setup.py); a checkout (``pip install -e .``, ``make run``)
+    keeps them in the repository's ``web/`` beside ``node/``.
+    """
+    package = Path(node.__file__).resolve().parent
+    candidates = (package / "web", package.parent / "web")
+    for found in candidates:
+        if (found / "templates").is_dir() and (found / "static").is_dir():
+            return found
+    raise ConfigError(
+        f"the web UI's templates are in neither {candidates[0]} nor {candidates[1]}: "
+        "reinstall Civitas (its wheel ships them as node/web)"
+    )
 
 
 def render_markdown(text: str | None) -> Markup:
