@@ -120,7 +120,6 @@ class RoundTally:
 
     def report(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "pulled": self.accepted,
             "accepted": self.accepted,
             "refused": dict(sorted(self.refused.items())),
             "pages": self.pages,

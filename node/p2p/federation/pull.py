@@ -26,7 +26,8 @@ def decode(body: bytes, after: int) -> wire.Page:
     try:
         return wire.decode_page(body)
     except BadRequest as exc:
-        raise PeerMisbehaved(f"sent a bad records page (after={after}): {exc.message}") from None
+        why = exc.message.rstrip(": ")
+        raise PeerMisbehaved(f"sent a bad records page (after={after}): {why}") from None
 
 
 @dataclass

@@ -120,7 +120,7 @@ class SyncRounds:
                 message = f"{type(exc).__name__} while syncing: {exc}"[:500]
             else:
                 await fed._update(peer.did, **_healthy(), **_tallied(tally))
-                return {**tally.report(), "pushed": pushed}
+                return {"pulled": tally.accepted, **tally.report(), "pushed": pushed}
             log.warning("sync with a peer failed", extra={"peer": peer.did, "why": message})
             await self._failed(peer, message, **_tallied(tally))
             return {"error": message, **tally.report()}

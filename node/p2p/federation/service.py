@@ -360,11 +360,12 @@ class Federation:
     async def _learn_torrent_address(self, peer: Peer) -> None:
         """The peer's BitTorrent address, for magnets' peer hints (best effort)."""
         try:
-            body = await self._get(
-                f"{peer.url}/.well-known/civitas", 64 * 1024, self._public_only(peer)
-            )
+            async with asyncio.timeout(self.limits.request_timeout_s):
+                body = await self._get(
+                    f"{peer.url}/.well-known/civitas", 64 * 1024, self._public_only(peer)
+                )
             info = json.loads(body)
-        except (PeerError, ValueError):
+        except (PeerError, ValueError, TimeoutError):
             return
         hint = info.get("bittorrent") if isinstance(info, dict) else None
         if isinstance(hint, str) and 0 < len(hint) <= 300 and ":" in hint:
