@@ -65,6 +65,10 @@ async def not_authored(
     if not foreign:
         return {}
     pending = await _committed_next_keys(conn, {identity.get(t, t) for _, t in foreign})
+    for record in fresh:  # commitments arriving in this very page count too
+        next_key = record.body.get("next_key") if record.type == "profile" else None
+        if isinstance(next_key, bytes):
+            pending.setdefault(identity.get(record.author, record.author), set()).add(next_key)
     out = {}
     for record, target_author in foreign:
         committed = pending.get(identity.get(target_author, target_author), set())

@@ -43,7 +43,7 @@ from node.p2p.federation.signing import sign_request
 from node.p2p.federation.wanted import WantedFiles
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
-from node.p2p.log import RecordLog, get_meta
+from node.p2p.log import RecordLog, Refused, get_meta
 from node.p2p.outgoing import TIMEOUT, PeerError, client_session, get_capped, refuse_private
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
@@ -288,7 +288,11 @@ class Federation:
         if self.author_records_per_day:
             good, over = await self._within_author_quota(good)
             errors += ["author_quota"] * over
-        appended = await self.log.accept_verified(good, source=source.did) if good else []
+        refused: list[Refused] = []
+        appended = (
+            await self.log.accept_verified(good, source=source.did, refused=refused) if good else []
+        )
+        errors += [r.error.code for r in refused]
         new = [a.record for a in appended if a.new]
         await self._fetch_previews(new, source)
         return len(new), errors
