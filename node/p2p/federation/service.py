@@ -49,7 +49,6 @@ from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
 log = logging.getLogger("civitas.federation")
-MAX_BLOB_BYTES = 50 * 1024 * 1024
 
 
 class TooManyRecords(CivitasError):
