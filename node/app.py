@@ -168,6 +168,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     enforcer.refuse_poi = config.moderation.refuse_poi
     enforcer.notices_per_day = config.moderation.notices_per_day
     fetcher.gate = enforcer  # a listed file is not fetched (nor kept if listed meanwhile)
+    store.on_changed = fetcher.stop_seeding  # an in-place file changed: its torrent stops
     index.gate = enforcer  # nor its .torrent, web seed or tracker entry handed out
     record_log.gate = enforcer  # new records a takedown here covers are held on arrival
     moderation = ModerationService(

@@ -46,6 +46,27 @@ class BadRequest(CivitasError):
     code = "bad_request"
 
 
+class SourceChanged(CivitasError):
+    """A file changed while it was read (still being written, truncated, replaced)."""
+
+    code = "file_changed"
+    status = 409
+
+
+class InsufficientStorage(CivitasError):
+    """A disk (the file store's or the database's) is full: 507, an outage, not a bug."""
+
+    code = "insufficient_storage"
+    status = 507
+
+
+class StorageUnavailable(CivitasError):
+    """The store or database cannot be written (read-only, unwritable, corrupt): an outage."""
+
+    code = "storage_unavailable"
+    status = 503
+
+
 class NotFound(CivitasError):
     code = "not_found"
     status = 404

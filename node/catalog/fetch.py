@@ -135,7 +135,8 @@ class FetchService:
                 )
             ).all()
         for row in local:
-            present = await asyncio.to_thread(Path(row.path).is_file)
+            # an in-place file truncated while the node was down is not seeded
+            present = await self.store.local_path(row.sha256) is not None
             if self._should_seed(row.infohash in fetched) and present:
                 self.engine.seed(
                     meta_from_info(row.info),
@@ -157,6 +158,20 @@ class FetchService:
 
     def _should_seed(self, fetched: bool) -> bool:
         return self.cfg.seed == "all" or (self.cfg.seed == "published" and not fetched)
+
+    async def stop_seeding(self, sha256: str) -> None:
+        """Stop the torrents of a file this node no longer serves (an in-place file that
+        changed under it)."""
+        if self.engine is None:
+            return
+        async with self.db.read() as conn:
+            hashes = (
+                await conn.execute(
+                    sa.select(torrents.c.infohash).where(torrents.c.sha256 == sha256.upper())
+                )
+            ).scalars()
+            for infohash in list(hashes):
+                self.engine.remove(infohash)
 
     def seed_published(self, meta: TorrentMeta, path: Path, sha256: str) -> None:
         """Called by the publisher once a file of this node's is stored."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from node.catalog.ingest_limits import IngestSlots, checked_start
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
-from node.errors import AuthorBlocked, BadRequest, Forbidden, NotFound
+from node.errors import AuthorBlocked, BadRequest, Forbidden, NotFound, SourceChanged
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
@@ -162,25 +163,55 @@ def _checked_header(path: Path, filename: str) -> SafetensorsHeader:
     return read_header(path)
 
 
-def _copy_and_hash(source: Path, temp: Path | None) -> FileHashes:
+def copy_and_hash(
+    source: Path, temp: Path | None, header: SafetensorsHeader
+) -> tuple[FileHashes, int]:
     """The single read: every block goes to the hashers (torrent pieces included) and,
-    unless the file is seeded in place, to the copy in the store."""
-    hasher = StreamHasher(piece_length=piece_length_for(source.stat().st_size))
+    unless the file is seeded in place, to the copy in the store.
+
+    A file still being written, truncated or replaced meanwhile is refused: the bytes read
+    must be the length its (already validated) header describes, and its size and mtime
+    must be the same before and after the read. Returns the hashes and the mtime (ns) they
+    hold for, by which a file seeded in place is later seen to change."""
+    before = os.stat(source)
+    _same_length(source, before.st_size, header)
+    hasher = StreamHasher(piece_length=piece_length_for(header.file_size))
+    read = 0
     try:
         with open(source, "rb") as src:
             out = open(temp, "wb") if temp else None
             try:
                 while block := src.read(BLOCK):
+                    read += len(block)
+                    if read > header.file_size:
+                        break  # growing: refused below, without reading the rest
                     hasher.update(block)
                     if out:
                         out.write(block)
             finally:
                 if out:
                     out.close()
-        return hasher.finish()
+            after = os.fstat(src.fileno())
+        _same_length(source, read, header)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise SourceChanged(
+                f"{source} changed while it was being published ({before.st_size} bytes, "
+                f"then {after.st_size}, modified meanwhile): wait until it is fully "
+                "written, then publish it again"
+            )
+        return hasher.finish(), before.st_mtime_ns
     except BaseException:
         hasher.abort()
         raise
+
+
+def _same_length(source: Path, length: int, header: SafetensorsHeader) -> None:
+    if length != header.file_size:
+        raise SourceChanged(
+            f"{source} is {length} bytes but its safetensors header describes "
+            f"{header.file_size}: it is truncated or still being written; publish it "
+            "again once it is complete"
+        )
 
 
 class Publisher:
@@ -233,9 +264,12 @@ class Publisher:
         previews = await asyncio.to_thread(_prepare_previews, images)
         temp = None if in_place else self.store.temp_path()
         try:
-            hashes = await asyncio.to_thread(_copy_and_hash, source, temp)
+            hashes, mtime_ns = await asyncio.to_thread(copy_and_hash, source, temp, header)
             ingested = _Ingested(source.name, header, hashes, temp, source if in_place else None)
-            return await self._commit(author, ingested, model, version, model_root, previews)
+            published = await self._commit(author, ingested, model, version, model_root, previews)
+            if in_place:  # the state it was hashed in: a later change is seen on serve
+                self.store.stamp(hashes.sha256, hashes.size, mtime_ns)
+            return published
         finally:
             if temp is not None:
                 self.store.discard(temp)

@@ -2,15 +2,28 @@
 
 A new file is written to ``HOME/files/tmp/``, fsynced, renamed to
 ``HOME/files/AB/CD/<SHA256>``, and only then is its row committed (by the caller's
-transaction), so a crash leaves at worst an orphan that :meth:`FileStore.clean` removes
-at start. A file may also be kept **in place** (an operator's existing models folder):
-its row then points at the original path and the store never moves or deletes it.
+transaction), so a crash leaves at worst a stored file without a row. At start,
+:meth:`FileStore.clean` removes unfinished temp files, **adopts** a rowless file that a
+download or a wanted file is waiting for (its SHA256 verified first: the node died
+between the rename and the commit), and removes the other orphans.
+
+A file may also be kept **in place** (an operator's existing models folder): its row
+then points at the original path and the store never moves or deletes it. Such a file
+can change behind the node's back, so each serve checks its size (against the row) and
+its mtime (against the state it was last verified in); a changed mtime is re-verified by
+SHA256. A file that no longer matches is not served again, its torrent is stopped
+(``on_changed``), and the reason is logged once and kept in :attr:`FileStore.changed`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import hashlib
+import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +31,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.db import Database
-from node.p2p.tables import blobs
+from node.errors import InsufficientStorage, StorageUnavailable
+from node.p2p.records import now_ms
+from node.p2p.tables import blobs, downloads, wanted_files
+
+log = logging.getLogger("civitas.files")
+HASH_BLOCK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,21 +47,40 @@ class StoredFile:
     in_place: bool
 
 
+def sha256_of(path: Path) -> str:
+    """The file's SHA256, uppercase hex (blocking: run it in a thread)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest().upper()
+
+
 class FileStore:
     def __init__(self, root: Path, db: Database) -> None:
         self.root = root
         self.db = db
         self.tmp = root / "tmp"
+        self.stamps: dict[str, tuple[int, int]] = {}  # in place: (size, mtime_ns) verified
+        self.changed: dict[str, str] = {}  # in place: SHA256 -> why it is no longer served
+        self.on_changed: Callable[[str], Awaitable[None]] | None = None  # stop its torrent
 
     def prepare(self) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        """Make the temp folder and prove it writable, or say which folder and why not."""
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            probe = self.tmp / f".probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"civitas")
+            probe.unlink()
+        except OSError as exc:
+            raise store_error(exc, self.tmp, "the file store's temp folder") from None
 
     def path_for(self, sha256: str) -> Path:
         sha256 = sha256.upper()
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def temp_path(self) -> Path:
-        self.prepare()
+        self.tmp.mkdir(parents=True, exist_ok=True)
         return self.tmp / f"{uuid.uuid4().hex}.part"
 
     def commit_temp(self, temp: Path, sha256: str) -> Path:
@@ -67,6 +104,11 @@ class FileStore:
             )
         return StoredFile(sha256, size, path, in_place)
 
+    def stamp(self, sha256: str, size: int, mtime_ns: int) -> None:
+        """An in-place file was verified in this state (at publish, or re-verified)."""
+        self.stamps[sha256.upper()] = (size, mtime_ns)
+        self.changed.pop(sha256.upper(), None)
+
     async def get(self, sha256: str) -> StoredFile | None:
         async with self.db.read() as conn:
             row = (
@@ -77,14 +119,60 @@ class FileStore:
         return StoredFile(row.sha256, row.size, Path(row.path), row.in_place)
 
     async def local_path(self, sha256: str) -> Path | None:
-        """Where the file lies, if this node has it and it is still there."""
+        """Where the file lies, if this node has it, it is still there and (in place)
+        still the file that was published."""
         stored = await self.get(sha256)
-        if stored is None or not stored.path.is_file():
+        if stored is None:
             return None
-        return stored.path
+        if not stored.in_place:
+            return stored.path if await asyncio.to_thread(stored.path.is_file) else None
+        if stored.sha256 in self.changed:
+            return None
+        why = await self._in_place_change(stored)
+        if why is None:
+            return stored.path
+        self.changed[stored.sha256] = why
+        log.warning(
+            "in-place file changed: no longer served or seeded",
+            extra={"sha256": stored.sha256, "path": str(stored.path), "why": why},
+        )
+        if self.on_changed is not None:
+            await self.on_changed(stored.sha256)
+        return None
+
+    async def _in_place_change(self, stored: StoredFile) -> str | None:
+        """Why an in-place file is no longer the one published, or None."""
+        try:
+            st = await asyncio.to_thread(os.stat, stored.path)
+        except OSError as exc:
+            return f"{stored.path} cannot be read: {exc.strerror or exc}"
+        if st.st_size != stored.size:
+            return (
+                f"{stored.path} is {st.st_size} bytes, it was {stored.size} bytes when "
+                "published; publish it again once it is complete"
+            )
+        now = (st.st_size, st.st_mtime_ns)
+        seen = self.stamps.get(stored.sha256)
+        if seen is None or seen == now:
+            # First sight since start (the size matches): taken as published; libtorrent
+            # checks every piece it serves from a seed-mode torrent anyway.
+            self.stamps[stored.sha256] = now
+            return None
+        try:
+            digest = await asyncio.to_thread(sha256_of, stored.path)
+        except OSError as exc:
+            return f"{stored.path} cannot be read: {exc.strerror or exc}"
+        if digest != stored.sha256:
+            return (
+                f"{stored.path} was rewritten: its SHA256 is now {digest}, not the "
+                f"published {stored.sha256}; publish it again"
+            )
+        self.stamps[stored.sha256] = now  # touched, not changed
+        return None
 
     async def clean(self) -> int:
-        """Remove unfinished temp files and stored files that no row claims."""
+        """Remove unfinished temp files and stored files that no row claims, except those a
+        download or a wanted file waits for: those are verified and adopted."""
         removed = 0
         if self.tmp.exists():
             for leftover in self.tmp.iterdir():
@@ -94,11 +182,72 @@ class FileStore:
             known = set(
                 (await conn.execute(sa.select(blobs.c.sha256).where(~blobs.c.in_place))).scalars()
             )
-        for level in self.root.glob("[0-9A-F][0-9A-F]/[0-9A-F][0-9A-F]/*"):
-            if level.is_file() and level.name not in known:
-                level.unlink()
+        orphans = [
+            level
+            for level in self.root.glob("[0-9A-F][0-9A-F]/[0-9A-F][0-9A-F]/*")
+            if level.is_file() and level.name not in known
+        ]
+        adopted = await self._adopt(orphans)
+        for orphan in orphans:
+            if orphan.name not in adopted:
+                orphan.unlink()
                 removed += 1
         return removed
 
+    async def _adopt(self, orphans: list[Path]) -> set[str]:
+        """Orphans whose SHA256 a download or wanted file waits for, verified and recorded."""
+        if not orphans:
+            return set()
+        names = [p.name for p in orphans]
+        async with self.db.read() as conn:
+            waited = set(
+                (
+                    await conn.execute(
+                        sa.select(downloads.c.sha256).where(
+                            downloads.c.sha256.in_(names), downloads.c.state == "downloading"
+                        )
+                    )
+                ).scalars()
+            ) | set(
+                (
+                    await conn.execute(
+                        sa.select(wanted_files.c.sha256).where(wanted_files.c.sha256.in_(names))
+                    )
+                ).scalars()
+            )
+        adopted: set[str] = set()
+        for path in orphans:
+            if path.name not in waited:
+                continue
+            if await asyncio.to_thread(sha256_of, path) != path.name:
+                continue  # not what its name says: removed with the other orphans
+            size = (await asyncio.to_thread(path.stat)).st_size
+            async with self.db.write() as conn:
+                await self.add_row(conn, path.name, size, path, in_place=False)
+                await conn.execute(
+                    downloads.update()
+                    .where(downloads.c.sha256 == path.name, downloads.c.state == "downloading")
+                    .values(state="complete", finished=now_ms(), resume=None, error=None)
+                )
+                await conn.execute(wanted_files.delete().where(wanted_files.c.sha256 == path.name))
+            adopted.add(path.name)
+            log.info("stored file adopted at start", extra={"sha256": path.name})
+        return adopted
+
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
+
+
+def store_error(exc: OSError, where: Path, what: str) -> InsufficientStorage | StorageUnavailable:
+    """One line for a failed write to the store: which folder, why, what to do."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(f"{what} {where} is on a full disk ({reason}): free space")
+    if exc.errno == errno.EROFS:
+        return StorageUnavailable(
+            f"{what} {where} is on a read-only filesystem ({reason}): remount it read-write"
+        )
+    return StorageUnavailable(
+        f"{what} {where} cannot be written ({reason}): check that it is a folder the node's "
+        "user may write"
+    )
