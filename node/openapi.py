@@ -29,11 +29,13 @@ def _op(
     auth: bool = False,
     ok: str = "200",
     content: str = "application/json",
+    schema: str | None = None,
 ) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema}"}} if schema else {}
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {
-            ok: {"description": "success", "content": {content: {}}},
+            ok: {"description": "success", "content": {content: media}},
             "4XX": {
                 "description": "a client error",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -50,6 +52,7 @@ def _op(
 
 
 ID = ("id", "path", "integer")
+TOKEN = ("token", "query", "string")  # an API token, as Authorization: Bearer (Civitai's ?token=)
 PAGE = (("limit", "query", "integer"), ("page", "query", "integer"))
 UPLOAD = {
     "name": "upload",
@@ -106,12 +109,36 @@ PATHS: dict[str, dict[str, Any]] = {
                 ("baseModels", "query", "string"),
                 ("sort", "query", "string"),
                 ("nsfw", "query", "boolean"),
-                ("rating", "query", "string"),
+                ("rating", "query", "integer"),
+                ("contentRating", "query", "string"),
+                ("ids", "query", "string"),
+                ("period", "query", "string"),
+                ("favorites", "query", "boolean"),
+                ("hidden", "query", "boolean"),
+                ("primaryFileOnly", "query", "boolean"),
+                ("supportsGeneration", "query", "boolean"),
+                ("allowNoCredit", "query", "boolean"),
+                ("allowDerivatives", "query", "boolean"),
+                ("allowDifferentLicenses", "query", "boolean"),
+                ("allowCommercialUse", "query", "string"),
+                TOKEN,
             ),
+            schema="CivitaiModelPage",
         ),
     },
-    "/api/v1/models/{id}": {"get": _op("One model with its versions", params=_params(ID))},
-    "/api/v1/model-versions/{id}": {"get": _op("One model version", params=_params(ID))},
+    "/api/v1/models/{id}": {
+        "get": _op("One model with its versions", params=_params(ID, TOKEN), schema="CivitaiModel"),
+    },
+    "/api/v1/model-versions/{id}": {
+        "get": _op("One model version", params=_params(ID, TOKEN), schema="CivitaiVersion"),
+    },
+    "/api/v1/{tail}": {
+        "options": _op(
+            "CORS preflight for reads (GET, HEAD) of the Civitai-compatible API",
+            params=_params(("tail", "path", "string")),
+            ok="204",
+        ),
+    },
     "/api/v1/model-versions/by-hash/{hash}": {
         "get": _op(
             "The version holding a file with this hash (any type, any case); where several "
@@ -132,19 +159,42 @@ PATHS: dict[str, dict[str, Any]] = {
                 *PAGE,
                 ("modelId", "query", "integer"),
                 ("modelVersionId", "query", "integer"),
+                ("postId", "query", "integer"),
                 ("username", "query", "string"),
                 ("withMeta", "query", "boolean"),
+                ("nsfw", "query", "string"),
+                ("sort", "query", "string"),
+                ("period", "query", "string"),
+                ("cursor", "query", "string"),
+                TOKEN,
             ),
+            schema="CivitaiImagePage",
         ),
     },
     "/api/v1/creators": {
-        "get": _op("Creators", params=_params(*PAGE, ("query", "query", "string"))),
+        "get": _op(
+            "Creators",
+            params=_params(*PAGE, ("query", "query", "string"), TOKEN),
+            schema="CivitaiPage",
+        ),
     },
-    "/api/v1/tags": {"get": _op("Tags", params=_params(*PAGE, ("query", "query", "string")))},
+    "/api/v1/tags": {
+        "get": _op(
+            "Tags", params=_params(*PAGE, ("query", "query", "string"), TOKEN), schema="CivitaiPage"
+        ),
+    },
     "/api/download/models/{id}": {
         "get": _op(
-            "Download a version's primary file (Range, Content-Disposition)",
-            params=_params(ID),
+            "Download a version's file: the primary one, or the one type/format/size/fp choose "
+            "(Range, Content-Disposition)",
+            params=_params(
+                ID,
+                ("type", "query", "string"),
+                ("format", "query", "string"),
+                ("size", "query", "string"),
+                ("fp", "query", "string"),
+                TOKEN,
+            ),
             content="application/octet-stream",
         ),
     },
@@ -741,6 +791,120 @@ MODERATION: dict[str, dict[str, Any]] = {
 }
 
 
+def _object(*names: str, **nested: Any) -> dict[str, Any]:
+    """An object schema naming the fields it has (their types are Civitai's)."""
+    props: dict[str, Any] = {key: {} for key in names}
+    props.update(nested)
+    return {"type": "object", "properties": props}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": _ref(name)}
+
+
+# The Civitai-compatible answers, field by field (our additions sit under ``civitas``).
+CIVITAI_SCHEMAS: dict[str, Any] = {
+    "CivitaiImage": _object(
+        "id",
+        "url",
+        "hash",
+        "width",
+        "height",
+        "nsfw",
+        "nsfwLevel",
+        "type",
+        "createdAt",
+        "postId",
+        "meta",
+        "username",
+        "civitas",
+    ),
+    "CivitaiFile": _object(
+        "id",
+        "sizeKB",
+        "name",
+        "type",
+        "pickleScanResult",
+        "pickleScanMessage",
+        "virusScanResult",
+        "scannedAt",
+        "metadata",
+        "hashes",
+        "downloadUrl",
+        "primary",
+        "civitas",
+    ),
+    "CivitaiVersion": _object(
+        "id",
+        "modelId",
+        "name",
+        "createdAt",
+        "updatedAt",
+        "publishedAt",
+        "status",
+        "availability",
+        "trainedWords",
+        "baseModel",
+        "baseModelType",
+        "downloadUrl",
+        "model",
+        "civitas",
+        description={"type": ["string", "null"], "description": "sanitized HTML"},
+        stats=_object("downloadCount", "ratingCount", "rating", "thumbsUpCount", "thumbsDownCount"),
+        files=_list_of("CivitaiFile"),
+        images=_list_of("CivitaiImage"),
+    ),
+    "CivitaiModel": _object(
+        "id",
+        "name",
+        "type",
+        "poi",
+        "nsfw",
+        "nsfwLevel",
+        "mode",
+        "availability",
+        "supportsGeneration",
+        "allowNoCredit",
+        "allowCommercialUse",
+        "allowDerivatives",
+        "allowDifferentLicense",
+        "creator",
+        "tags",
+        "civitas",
+        description={"type": ["string", "null"], "description": "sanitized HTML"},
+        stats=_object(
+            "downloadCount",
+            "favoriteCount",
+            "thumbsUpCount",
+            "thumbsDownCount",
+            "commentCount",
+            "ratingCount",
+            "rating",
+            "tippedAmountCount",
+        ),
+        modelVersions=_list_of("CivitaiVersion"),
+    ),
+    "CivitaiMetadata": _object(
+        "nextCursor",
+        "nextPage",
+        "prevPage",
+        "pageSize",
+        "currentPage",
+        "totalItems",
+        "totalPages",
+    ),
+    "CivitaiModelPage": _object(items=_list_of("CivitaiModel"), metadata=_ref("CivitaiMetadata")),
+    "CivitaiImagePage": _object(items=_list_of("CivitaiImage"), metadata=_ref("CivitaiMetadata")),
+    "CivitaiPage": _object(
+        items={"type": "array", "items": {"type": "object"}}, metadata=_ref("CivitaiMetadata")
+    ),
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -748,11 +912,12 @@ def document() -> dict[str, Any]:
         "paths": {**PATHS, **MODERATION, **PAGES},
         "components": {
             "schemas": {
+                **CIVITAI_SCHEMAS,
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
                     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-                }
+                },
             },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

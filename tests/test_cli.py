@@ -656,7 +656,7 @@ def test_publish_and_search_through_the_running_node(served: Server, tmp_path: P
     (model,) = data["items"]
     assert model["allowCommercialUse"] == ["Image", "Rent"]
     assert model["allowDerivatives"] is False
-    assert model["description"] == "Foxes, in **watercolor**."
+    assert model["civitas"]["descriptionMarkdown"] == "Foxes, in **watercolor**."
     assert len(model["modelVersions"][0]["images"]) == 1
 
 

@@ -30,6 +30,7 @@ from node.http import (
 ACCOUNTS = web.AppKey("accounts", AccountService)
 # Logging in replaces whatever session the browser had, so it needs no CSRF token of one.
 CSRF_EXEMPT = frozenset({"/api/auth/login", "/login"})
+QUERY_TOKEN_PATHS = ("/api/v1/", "/api/download/")
 # HTML forms cannot send the CSRF header: a page route's cookie session waits here, and
 # becomes the request's principal only once the route has checked the form's token field.
 PENDING_SESSION = web.RequestKey("pending_session", Principal)
@@ -50,6 +51,8 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         who = ANONYMOUS
         header = request.headers.get("Authorization", "")
+        if not header and "token" in request.query and _query_token_allowed(request):
+            header = f"Bearer {request.query['token']}"  # Civitai tools' ?token=
         if header.startswith("Bearer "):
             token = header[len("Bearer ") :].strip()
             if hmac.compare_digest(token.encode(), admin_token.encode()):
@@ -68,6 +71,12 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
         return await handler(request)
 
     return auth_middleware
+
+
+def _query_token_allowed(request: web.Request) -> bool:
+    """``?token=`` stands for a Bearer token on reads of the Civitai-compatible API and
+    downloads, as Civitai's own API takes it (tools pass it that way); nowhere else."""
+    return request.method in ("GET", "HEAD") and request.path.startswith(QUERY_TOKEN_PATHS)
 
 
 def _cookie_principal(request: web.Request, session: Principal) -> Principal:

@@ -106,18 +106,23 @@ async def usernames(conn: AsyncConnection, dids: Sequence[str]) -> dict[str, str
 
 
 async def dids_named(conn: AsyncConnection, username: str) -> list[str]:
-    """The author(s) shown as ``username``: a local name matches only local authors, and
-    ``name@node`` only that node's."""
+    """The author(s) shown as ``username`` (any case): a local name matches only local
+    authors, and ``name@node`` only that node's."""
     # The profile name is the part before one of the "@" (a remote name may hold "@"),
     # less a "-abc123" clash suffix.
     bases = {username} | {username[:i] for i, c in enumerate(username) if c == "@"}
     bases |= {b.rsplit("-", 1)[0] for b in bases if "-" in b}
+    # Matched without regard to case, as Civitai does; an exact match wins over others.
+    lowered = list({b.lower() for b in bases})
     candidates = list(
         (
-            await conn.execute(sa.select(authors.c.did).where(authors.c.name.in_(list(bases))))
+            await conn.execute(
+                sa.select(authors.c.did).where(sa.func.lower(authors.c.name).in_(lowered))
+            )
         ).scalars()
     )
     if not candidates:
         return []
     shown = await usernames(conn, candidates)
-    return [did for did in candidates if shown[did] == username]
+    exact = [did for did in candidates if shown[did] == username]
+    return exact or [did for did in candidates if shown[did].lower() == username.lower()]

@@ -8,11 +8,14 @@ from typing import Any
 
 from aiohttp import BodyPartReader, StreamReader, web
 
+from node.catalog.civitai import civitai_model, civitai_version, primary_files_only
 from node.catalog.ids import BITS
+from node.catalog.image_search import IMAGE_SORTS, ImageQuery, nsfw_ratings
 from node.catalog.images import MAX_IMAGE_BYTES, preview_width, resized
 from node.catalog.progress import Progress, sse_events
-from node.catalog.search import SearchQuery
+from node.catalog.search import PERIODS, SearchQuery
 from node.catalog.service import MAX_PREVIEWS, CatalogService
+from node.catalog.views import FileChoice
 from node.errors import BadRequest, NotFound, PayloadTooLarge
 from node.http import (
     json_ok,
@@ -22,13 +25,14 @@ from node.http import (
     require_user,
     upload_filename,
 )
+from node.p2p.records import now_ms
 from node.p2p.torrent_routes import TORRENT_INDEX
 
 CATALOG = web.AppKey("catalog", CatalogService)
 CIVITAI_SORTS = {
     "Newest": "newest",
     "Most Downloaded": "most_downloaded",
-    "Highest Rated": "most_downloaded",
+    "Highest Rated": "highest_rated",
     "Name": "name",
 }
 MAX_IMAGE_UPLOAD = MAX_IMAGE_BYTES  # one preview part; the app's 1 MiB body cap is for JSON
@@ -88,6 +92,70 @@ def _path_int(request: web.Request, name: str) -> int:
 # --- Civitai-compatible read API ----------------------------------------------------------
 
 
+def _ids(request: web.Request, name: str) -> list[int]:
+    """Integer ids, comma-separated or repeated; one that is not an id is a 400."""
+    out = []
+    for raw in _list(request, name):
+        value = int_id(raw)
+        if value is None:
+            raise BadRequest(f"{name} must be integer ids, comma-separated or repeated")
+        out.append(value)
+    return out
+
+
+def _choice(request: web.Request, name: str, choices: Any, default: str | None = None) -> Any:
+    raw = request.query.get(name) or default
+    if raw is not None and raw not in choices:
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}")
+    return raw
+
+
+def _since(request: web.Request) -> int | None:
+    """``period`` as the earliest creation time it keeps (unix ms); AllTime: None."""
+    age = PERIODS[_choice(request, "period", PERIODS, "AllTime")]
+    return None if age is None else now_ms() - age
+
+
+def _ratings(request: web.Request) -> tuple[list[str], int | None]:
+    """(content ratings, star rating). ``rating`` is Civitai's star rating (1-5); the
+    content rating is ``contentRating`` (PG, PG13, R, X). A ``rating`` of content rating
+    names (how this node read it before) is still read as content ratings."""
+    content = _list(request, "contentRating")
+    stars = None
+    for value in _list(request, "rating"):
+        if value.isascii() and value.isdigit():
+            stars = int(value)
+        else:
+            content.append(value)
+    return content, stars
+
+
+def _owner(request: web.Request, name: str) -> str | None:
+    """For ``favorites``/``hidden``: the did whose list is asked for, or None when not
+    asked. Civitai answers these for the authenticated user only: anonymous gets 401."""
+    if not _bool(request, name):
+        return None
+    who = require_user(request)
+    return str(who.user.did) if who.user is not None else "node-admin"
+
+
+def _paging(request: web.Request, page: int, limit: int, total: int) -> dict[str, Any]:
+    """Civitai's page-based metadata: totals, and the next and previous pages' URLs."""
+    pages = -(-total // limit)
+    out: dict[str, Any] = {
+        "totalItems": total,
+        "currentPage": page,
+        "pageSize": limit,
+        "totalPages": pages,
+    }
+    params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
+    if page < pages:
+        out["nextPage"] = str(request.url.with_query({**params, "page": str(page + 1)}))
+    if page > 1:
+        out["prevPage"] = str(request.url.with_query({**params, "page": str(page - 1)}))
+    return out
+
+
 async def list_models(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     sort = request.query.get("sort", "Newest")
@@ -95,29 +163,44 @@ async def list_models(request: web.Request) -> web.Response:
         raise BadRequest(f"sort must be one of {', '.join(CIVITAI_SORTS)}")
     limit = _int(request, "limit", 20, hi=100)
     nsfw = _bool(request, "nsfw")
-    ratings = _list(request, "rating") or (SAFE_RATINGS if nsfw is False else [])
+    content, stars = _ratings(request)
     query = SearchQuery(
         text=request.query.get("query") or None,
         types=_list(request, "types"),
         base_models=_list(request, "baseModels"),
-        ratings=ratings,
+        ratings=content or (SAFE_RATINGS if nsfw is False else []),
         username=request.query.get("username") or None,
         tag=request.query.get("tag") or None,
         sort=CIVITAI_SORTS[sort],  # type: ignore[arg-type]
         limit=limit or 20,
         cursor=request.query.get("cursor") or None,
+        ids=_ids(request, "ids"),
+        min_stars=stars,
+        created_since=_since(request),
+        favorites_of=_owner(request, "favorites"),
+        hidden_by=_owner(request, "hidden"),
+        supports_generation=_bool(request, "supportsGeneration"),
+        allow_no_credit=_bool(request, "allowNoCredit"),
+        allow_derivatives=_bool(request, "allowDerivatives"),
+        allow_different_license=_bool(request, "allowDifferentLicenses"),
+        commercial_uses=_list(request, "allowCommercialUse"),
     )
     page = _int(request, "page", None)
     if page is not None and query.cursor is None:
         query.offset = (page - 1) * query.limit
     items, cursor = await catalog.search(query)
+    if _bool(request, "primaryFileOnly"):
+        items = [primary_files_only(m) for m in items]
     metadata: dict[str, Any] = {"pageSize": query.limit}
-    if cursor:
+    if page is not None and query.cursor is None:  # page-based: Civitai gives totals
+        total = await catalog.search_index.count(query)
+        metadata.update(_paging(request, page, query.limit, total))
+    elif cursor:
         metadata["nextCursor"] = cursor
         params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
         params["cursor"] = cursor
         metadata["nextPage"] = str(request.url.with_query(params))
-    return json_ok({"items": items, "metadata": metadata})
+    return json_ok({"items": [civitai_model(m) for m in items], "metadata": metadata})
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -126,21 +209,21 @@ async def get_model(request: web.Request) -> web.Response:
     found = await catalog.views.models_by_root([root]) if root else []
     if not found:
         raise NotFound("no such model")
-    return json_ok(found[0])
+    return json_ok(civitai_model(found[0]))
 
 
 async def get_version(request: web.Request) -> web.Response:
     version = await request.app[CATALOG].views.version(_path_int(request, "id"))
     if version is None:
         raise NotFound("no such model version")
-    return json_ok(version)
+    return json_ok(civitai_version(version))
 
 
 async def version_by_hash(request: web.Request) -> web.Response:
     version = await request.app[CATALOG].views.version_by_hash(request.match_info["hash"])
     if version is None:
         raise NotFound("no model version has a file with this hash")
-    return json_ok(version)
+    return json_ok(civitai_version(version))
 
 
 async def versions_by_hashes(request: web.Request) -> web.Response:
@@ -149,42 +232,58 @@ async def versions_by_hashes(request: web.Request) -> web.Response:
         raise BadRequest("send a JSON list of SHA256 hashes")
     if len(hashes) > 100:
         raise BadRequest("at most 100 hashes per request")
-    return json_ok(await request.app[CATALOG].views.versions_by_sha256(hashes))
+    found = await request.app[CATALOG].views.versions_by_sha256(hashes)
+    return json_ok([civitai_version(v) for v in found])
 
 
 async def list_images(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 100, hi=200) or 100
     page = _int(request, "page", 1) or 1
-    items, more = await request.app[CATALOG].views.image_list(
+    sort = _choice(request, "sort", IMAGE_SORTS, "Newest")
+    query = ImageQuery(
         version_int=_int(request, "modelVersionId"),
         model_int=_int(request, "modelId"),
-        username=request.query.get("username") or None,
+        post_id=_int(request, "postId"),
+        ratings=nsfw_ratings(request.query.get("nsfw")),
+        created_since=_since(request),
+        sort=IMAGE_SORTS[sort],
         limit=limit,
         page=page,
+        cursor=request.query.get("cursor") or None,
+    )
+    items, cursor = await request.app[CATALOG].views.image_list(
+        query,
+        username=request.query.get("username") or None,
         with_meta=_bool(request, "withMeta") is not False,
     )
-    metadata: dict[str, Any] = {"currentPage": page, "pageSize": limit}
-    if more:
-        params = dict(request.query)
-        params["page"] = str(page + 1)
-        metadata["nextPage"] = str(request.url.with_query(params))
+    metadata: dict[str, Any] = {"pageSize": limit}
+    if query.cursor is None:
+        metadata["currentPage"] = page
+    if cursor:
+        params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
+        metadata["nextCursor"] = cursor
+        metadata["nextPage"] = str(request.url.with_query({**params, "cursor": cursor}))
     return json_ok({"items": items, "metadata": metadata})
 
 
 async def list_creators(request: web.Request) -> web.Response:
+    views = request.app[CATALOG].views
     limit = _int(request, "limit", 20, hi=200) or 20
     page = _int(request, "page", 1) or 1
-    items = await request.app[CATALOG].views.creators(
-        request.query.get("query") or None, limit, page
-    )
-    return json_ok({"items": items, "metadata": {"currentPage": page, "pageSize": limit}})
+    query = request.query.get("query") or None
+    items = await views.creators(query, limit, page)
+    metadata = _paging(request, page, limit, await views.creator_count(query))
+    return json_ok({"items": items, "metadata": metadata})
 
 
 async def list_tags(request: web.Request) -> web.Response:
+    views = request.app[CATALOG].views
     limit = _int(request, "limit", 20, hi=200) or 20
     page = _int(request, "page", 1) or 1
-    items = await request.app[CATALOG].views.tags(request.query.get("query") or None, limit, page)
-    return json_ok({"items": items, "metadata": {"currentPage": page, "pageSize": limit}})
+    query = request.query.get("query") or None
+    items = await views.tags(query, limit, page)
+    metadata = _paging(request, page, limit, await views.tag_count(query))
+    return json_ok({"items": items, "metadata": metadata})
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -192,8 +291,16 @@ async def list_tags(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.StreamResponse:
     catalog = request.app[CATALOG]
-    row = await catalog.views.primary_file(_path_int(request, "id"))
+    choice = FileChoice(
+        type=request.query.get("type") or None,
+        format=request.query.get("format") or None,
+        size=request.query.get("size") or None,
+        fp=request.query.get("fp") or None,
+    )
+    row = await catalog.views.version_file(_path_int(request, "id"), choice)
     if row is None:
+        if choice != FileChoice() and await catalog.views.primary_file(_path_int(request, "id")):
+            raise NotFound("no file of this version has that type, format, size and fp")
         raise NotFound("no such model version")
     await request.app[TORRENT_INDEX].check(row.sha256)  # taken down: no bytes, no magnet
     path = await catalog.store.local_path(row.sha256)
@@ -437,8 +544,37 @@ async def get_download(request: web.Request) -> web.Response:
     return json_ok(await request.app[CATALOG].fetcher.describe(request.match_info["infohash"]))
 
 
+# --- CORS for the public read API -----------------------------------------------------
+
+PUBLIC_READ = "/api/v1/"
+CORS_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+async def public_read_cors(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: browser tools on any origin may read the Civitai-compatible
+    API. Only reads: never Allow-Credentials, so a browser never sends its cookies along
+    (a site cannot read anything as a logged-in visitor) and nothing here writes."""
+    if request.path.startswith(PUBLIC_READ) and request.method in CORS_METHODS:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = "Content-Disposition"
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """A browser's CORS preflight for a read (a token may ride in Authorization)."""
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, HEAD",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
 def add_routes(app: web.Application) -> None:
     r = app.router
+    app.on_response_prepare.append(public_read_cors)
+    r.add_route("OPTIONS", PUBLIC_READ + "{tail:.*}", preflight)
     r.add_get("/api/v1/models", list_models)
     r.add_get("/api/v1/models/{id}", get_model)
     r.add_get("/api/v1/model-versions/by-hash/{hash}", version_by_hash)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,9 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.catalog.civitai import image_columns, post_id, supports_generation, with_version
 from node.catalog.claims import claims, disputes, winners_by_sha256
+from node.catalog.image_search import ImageQuery, image_statement, next_cursor
 from node.catalog.names import dids_named, usernames
 from node.catalog.tables import (
     file_details,
@@ -60,6 +63,26 @@ def civitai_meta(meta_json: str) -> dict[str, Any] | None:
 
 
 MAX_PEER_HINTS = 8
+FILE_TYPE = "Model"  # every file of a version is the model itself (no training data etc.)
+
+
+@dataclass(frozen=True)
+class FileChoice:
+    """Civitai's download parameters; None: any. Compared without regard to case."""
+
+    type: str | None = None
+    format: str | None = None
+    size: str | None = None
+    fp: str | None = None
+
+    def matches(self, row: Any) -> bool:
+        wanted = (
+            (self.type, FILE_TYPE),
+            (self.format, row.format),
+            (self.size, row.size_type),
+            (self.fp, row.fp),
+        )
+        return all(w is None or (have or "").lower() == w.lower() for w, have in wanted)
 
 
 class CatalogViews:
@@ -112,6 +135,7 @@ class CatalogViews:
             "hash": None,
             "type": "image",
             "createdAt": iso(row.created),
+            "postId": post_id(row),
             "meta": civitai_meta(row.meta) if with_meta else None,
             "civitas": {"recordId": row.id.hex(), "sha256": row.sha256, "author": row.author},
         }
@@ -123,7 +147,7 @@ class CatalogViews:
         if not version_ids:
             return out
         rows = await conn.execute(
-            sa.select(images)
+            with_version(sa.select(*image_columns()))
             .where(images.c.version_id.in_(version_ids))
             .order_by(images.c.created, images.c.id)
         )
@@ -134,7 +158,7 @@ class CatalogViews:
     # --- versions -------------------------------------------------------------------
 
     def _file(
-        self, row: Any, version_int: int, details: dict[str, Any], local: set[str]
+        self, row: Any, version: Any, details: dict[str, Any], local: set[str]
     ) -> dict[str, Any]:
         hashes = {
             "AutoV1": row.autov1,
@@ -148,13 +172,16 @@ class CatalogViews:
             "id": row.int_id,
             "sizeKB": row.size / 1024,
             "name": row.name,
-            "type": "Model",
+            "type": FILE_TYPE,
             "pickleScanResult": "Success",
             "pickleScanMessage": "No Pickle imports",
             "virusScanResult": "Success",
+            # Checked (safetensors only, header validated; nothing unpickled) by the node
+            # that published the version, before it signed it.
+            "scannedAt": iso(version.created),
             "metadata": {"format": row.format, "size": row.size_type, "fp": row.fp},
             "hashes": {k: v for k, v in hashes.items() if v},
-            "downloadUrl": self.download_url(version_int),
+            "downloadUrl": self.download_url(version.int_id),
             "primary": row.is_primary,
             "civitas": {
                 "sha256": row.sha256,
@@ -226,6 +253,7 @@ class CatalogViews:
                 "updatedAt": iso(row.created),
                 "publishedAt": iso(row.created),
                 "status": "Published",
+                "availability": "Public",
                 "trainedWords": json.loads(row.trained_words),
                 "baseModel": row.base_model,
                 "baseModelType": None,
@@ -235,8 +263,9 @@ class CatalogViews:
                     "ratingCount": 0,
                     "rating": 0,
                     "thumbsUpCount": 0,
+                    "thumbsDownCount": 0,
                 },
-                "files": [self._file(f, row.int_id, details, local) for f in files[row.id]],
+                "files": [self._file(f, row, details, local) for f in files[row.id]],
                 "images": gallery[row.id],
                 "downloadUrl": self.download_url(row.int_id),
                 "civitas": {"recordId": row.id.hex(), "modelRoot": row.model_root.hex()},
@@ -305,6 +334,7 @@ class CatalogViews:
             if row is None:
                 continue
             mine = by_model[row.int_id]
+            uses = [u for u in row.allow_commercial_use.split(",") if u]
             out.append(
                 {
                     "id": row.int_id,
@@ -315,9 +345,13 @@ class CatalogViews:
                     "nsfw": row.rating in ("R", "X"),
                     "nsfwLevel": RATING_LEVEL.get(row.rating, 1),
                     "allowNoCredit": row.allow_no_credit,
-                    "allowCommercialUse": [u for u in row.allow_commercial_use.split(",") if u],
+                    "allowCommercialUse": uses,
                     "allowDerivatives": row.allow_derivatives,
                     "allowDifferentLicense": row.allow_different_license,
+                    # Taken down or withdrawn models are not served at all: never a mode.
+                    "mode": None,
+                    "availability": "Public",
+                    "supportsGeneration": supports_generation(row.type, uses),
                     "stats": {
                         "downloadCount": sum(v["stats"]["downloadCount"] for v in mine),
                         "favoriteCount": 0,
@@ -407,16 +441,22 @@ class CatalogViews:
         return found
 
     async def primary_file(self, version_int: int) -> Any | None:
+        return await self.version_file(version_int, FileChoice())
+
+    async def version_file(self, version_int: int, choice: FileChoice) -> Any | None:
+        """The version's file that ``choice`` picks (Civitai's download ``type``,
+        ``format``, ``size``, ``fp``): the primary one among those that match, else the
+        first. None when the version is unknown or no file matches."""
         async with self.db.read() as conn:
-            return (
+            rows = (
                 await conn.execute(
                     sa.select(version_files, model_versions.c.id.label("vid"))
                     .join(model_versions, model_versions.c.id == version_files.c.version_id)
                     .where(model_versions.c.int_id == version_int)
                     .order_by(version_files.c.is_primary.desc(), version_files.c.position)
-                    .limit(1)
                 )
-            ).first()
+            ).all()
+        return next((row for row in rows if choice.matches(row)), None)
 
     async def count_download(self, version_id: bytes) -> None:
         async with self.db.write() as conn:
@@ -462,7 +502,9 @@ class CatalogViews:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(images).where(images.c.sha256 == sha256.upper()).limit(1)
+                    with_version(sa.select(*image_columns()))
+                    .where(images.c.sha256 == sha256.upper())
+                    .limit(1)
                 )
             ).first()
             if row is None:
@@ -544,41 +586,23 @@ class CatalogViews:
         return out
 
     async def image_list(
-        self,
-        *,
-        version_int: int | None,
-        model_int: int | None,
-        username: str | None,
-        limit: int,
-        page: int,
-        with_meta: bool,
-    ) -> tuple[list[dict[str, Any]], bool]:
-        stmt = sa.select(images)
-        if version_int is not None:
-            stmt = stmt.join(model_versions, model_versions.c.id == images.c.version_id).where(
-                model_versions.c.int_id == version_int
-            )
-        elif model_int is not None:
-            stmt = (
-                stmt.join(model_versions, model_versions.c.id == images.c.version_id)
-                .join(models, models.c.root_id == model_versions.c.model_root)
-                .where(models.c.int_id == model_int)
-            )
-        stmt = stmt.order_by(images.c.created.desc(), images.c.id.desc())
-        stmt = stmt.limit(limit + 1).offset((page - 1) * limit)
+        self, q: ImageQuery, username: str | None, with_meta: bool
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of images (see :mod:`node.catalog.image_search`) and, when more
+        follow, the cursor of the next page."""
         async with self.db.read() as conn:
             if username is not None:  # a local name, or name@node
-                stmt = stmt.where(images.c.author.in_(await dids_named(conn, username)))
-            rows = (await conn.execute(stmt)).all()
+                q.authors = await dids_named(conn, username)
+            rows = (await conn.execute(image_statement(q))).all()
             names = await usernames(conn, list({r.author for r in rows}))
             resources = await self.resources(conn, [r.id for r in rows])
         out = []
-        for row in rows[:limit]:
+        for row in rows[: q.limit]:
             item = self._image(row, with_meta)
             item["username"] = names[row.author]
             item["civitas"]["resources"] = resources[row.id]
             out.append(item)
-        return out, len(rows) > limit
+        return out, next_cursor(rows[q.limit - 1]) if len(rows) > q.limit else None
 
     async def creators(self, query: str | None, limit: int, page: int) -> list[dict[str, Any]]:
         count = sa.func.count(models.c.root_id)
@@ -605,6 +629,24 @@ class CatalogViews:
             }
             for r in rows
         ]
+
+    async def creator_count(self, query: str | None) -> int:
+        """How many creators :meth:`creators` pages through."""
+        stmt = sa.select(sa.func.count(sa.distinct(models.c.author))).select_from(
+            authors.join(models, models.c.author == authors.c.did)
+        )
+        if query:
+            stmt = stmt.where(sa.func.lower(authors.c.name).contains(query.lower()))
+        async with self.db.read() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
+    async def tag_count(self, query: str | None) -> int:
+        """How many tags :meth:`tags` pages through."""
+        stmt = sa.select(sa.func.count(sa.distinct(model_tags.c.tag)))
+        if query:
+            stmt = stmt.where(model_tags.c.tag.contains(query.lower()))
+        async with self.db.read() as conn:
+            return int(await conn.scalar(stmt) or 0)
 
     async def tags(self, query: str | None, limit: int, page: int) -> list[dict[str, Any]]:
         count = sa.func.count(model_tags.c.root_id)

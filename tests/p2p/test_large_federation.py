@@ -106,7 +106,11 @@ async def test_a_new_peer_gets_every_record_and_preview_of_a_large_catalog(
 
         await wait_for(all_records, f"all {len(expected)} records on B")
         listed = (await (await b.client.get("/api/v1/models?limit=100")).json())["items"]
-        long = {m["name"]: m["description"] for m in listed if m["name"].startswith("Long")}
+        long = {
+            m["name"]: m["civitas"]["descriptionMarkdown"]
+            for m in listed
+            if m["name"].startswith("Long")
+        }
         assert long == {"Long 0": longest[0], "Long 1": longest[1]}
 
         async def previews_held() -> bool:

@@ -219,7 +219,7 @@ async def test_publish_and_edit_without_javascript(
     )
     assert resp.status == 303
     model = await (await client.get(f"/api/v1/models/{model_id}")).json()
-    assert (model["name"], model["description"], model["tags"]) == (
+    assert (model["name"], model["civitas"]["descriptionMarkdown"], model["tags"]) == (
         "Form Fox II",
         "Edited",
         ["foxes"],
