@@ -262,6 +262,12 @@ def _wire_enforcer(
 async def check_schema(db: Database) -> None:
     await db.check()
     current, head = await db.current_revision(), head_revision()
+    if current is None:
+        raise DatabaseError(
+            f"the database at {db.safe_url} holds no Civitas schema: if this node's database "
+            "was lost or replaced, restore it from a backup; `civitas migrate` would start "
+            "an empty one"
+        )
     if current != head:
         raise DatabaseError(
             f"the database schema is at {current or 'nothing'}, this software needs {head}: "

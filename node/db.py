@@ -105,13 +105,44 @@ class Database:
         for hook in hooks:
             hook()
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, in-memory)."""
+        if not self.is_sqlite:
+            return None
+        name = sa.engine.make_url(self.url).database
+        return Path(name) if name and name != ":memory:" else None
+
     async def check(self) -> None:
         """Raise DatabaseError unless the database answers."""
+        path = self.sqlite_path
+        if path is not None and path.is_file() and path.stat().st_size == 0:
+            # Checked before connecting: opening it in WAL mode would make it an empty
+            # database, and "the schema is at nothing: run civitas migrate" would then
+            # start this node over with no records.
+            raise DatabaseError(
+                f"the database file {path} is empty (0 bytes): it was truncated or replaced. "
+                "Restore it from a backup; to start over with no records, delete it and "
+                "run `civitas migrate`"
+            )
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except (OSError, sa.exc.SQLAlchemyError) as exc:
             raise DatabaseError(f"cannot reach the database at {self.safe_url}: {exc}") from None
+
+    async def integrity_problems(self, limit: int = 20) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: what it finds wrong (empty when the file is
+        sound, or on PostgreSQL, which checks its own pages)."""
+        if not self.is_sqlite:
+            return []
+        try:
+            async with self.engine.connect() as conn:
+                rows = (await conn.exec_driver_sql(f"PRAGMA quick_check({int(limit)})")).all()
+        except sa.exc.DatabaseError as exc:  # too broken to check at all
+            return [str(exc.orig).strip().splitlines()[0]]
+        found = [str(row[0]) for row in rows]
+        return [] if found == ["ok"] else found
 
     @property
     def safe_url(self) -> str:

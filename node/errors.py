@@ -171,3 +171,75 @@ class ProjectionFailed(RecordRejected):
     """A record this node could not project: refused alone, the rest of its page applies."""
 
     code = "projection_failed"
+
+
+# --- outages -----------------------------------------------------------------------------
+
+_ENOSPC, _EDQUOT, _EROFS, _EACCES, _EPERM, _EIO = 28, 122, 30, 13, 1, 5
+
+
+def outage_of(exc: BaseException) -> CivitasError | None:
+    """The one-line error for an outage of the node's storage hiding in ``exc`` (a full
+    disk, a read-only or unwritable folder, a full, read-only or corrupt database), or
+    None when ``exc`` is none of these (a bug). Looks through SQLAlchemy's wrapper (its
+    ``orig``) and ``__cause__`` without importing either driver."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException):  # SQLAlchemy's wrapper: the driver's error
+            current = orig
+            continue
+        found = _os_outage(current) if isinstance(current, OSError) else _db_outage(current)
+        if found is not None:
+            return found
+        current = current.__cause__
+    return None
+
+
+def _os_outage(exc: OSError) -> CivitasError | None:
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (_ENOSPC, _EDQUOT):
+        return InsufficientStorage(f"the disk is full writing{where} ({reason}): free space")
+    if exc.errno == _EROFS:
+        return StorageUnavailable(
+            f"the node's storage is read-only{where} ({reason}): remount it read-write"
+        )
+    if exc.errno in (_EACCES, _EPERM):
+        return StorageUnavailable(
+            f"the node may not write{where} ({reason}): give its user write access"
+        )
+    if exc.errno == _EIO:
+        return StorageUnavailable(f"the disk failed reading or writing{where} ({reason})")
+    return None
+
+
+def _db_outage(exc: BaseException) -> CivitasError | None:
+    text = str(exc).lower()
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    if "database or disk is full" in text or sqlstate == "53100":
+        return InsufficientStorage(
+            f"the database's disk is full ({_first_line(exc)}): free space on it"
+        )
+    if "readonly database" in text or sqlstate == "25006":  # PostgreSQL: a read-only standby
+        return StorageUnavailable(
+            f"the database cannot be written ({_first_line(exc)}): make its file and "
+            "folder writable, on a read-write filesystem"
+        )
+    if "malformed" in text or "file is not a database" in text:
+        return DatabaseCorrupt(
+            f"the database is corrupt ({_first_line(exc)}): stop the node and restore it "
+            "from a backup (`civitas reindex` rebuilds the catalog only when the record "
+            "log itself is intact)"
+        )
+    return None
+
+
+class DatabaseCorrupt(StorageUnavailable):
+    code = "database_corrupt"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

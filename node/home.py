@@ -164,8 +164,16 @@ class Home:
 
     def write_runtime(self, url: str) -> None:
         temp = self.runtime_file.with_suffix(".json.tmp")
-        temp.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
-        os.replace(temp, self.runtime_file)  # readers never see half a file
+        try:
+            temp.write_text(json.dumps({"pid": os.getpid(), "url": url}), encoding="utf-8")
+            os.replace(temp, self.runtime_file)  # readers never see half a file
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise HomeError(
+                f"cannot write {self.runtime_file} ({exc.strerror or exc}): the home's disk "
+                "is full or read-only; free space or fix it, then start the node again"
+            ) from None
 
     def clear_runtime(self) -> None:
         self.runtime_file.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from node.errors import (
     Forbidden,
     PayloadTooLarge,
     Unauthorized,
+    outage_of,
 )
 
 log = logging.getLogger("civitas.http")
@@ -100,12 +101,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (ValueError, UnicodeError) as exc:
         if not _from_request_parsing(exc.__traceback__):
             log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-            return error_response(500, "internal_error", "internal error; see the node's log")
+            return error_response(
+                500, "internal_error", "internal error (a bug); see the node's log"
+            )
         status = 400
         return error_response(400, "malformed_request", f"the request is malformed: {exc}"[:500])
-    except Exception:
+    except Exception as exc:
+        if (outage := outage_of(exc)) is not None:  # storage, not a bug: say which
+            status = outage.status
+            log.error(outage.message, extra={"method": request.method, "path": request.path})
+            return error_response(outage.status, outage.code, outage.message)
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return error_response(500, "internal_error", "internal error; see the node's log")
+        return error_response(500, "internal_error", "internal error (a bug); see the node's log")
     finally:
         log.info(
             "request",

@@ -10,9 +10,11 @@ by the same author is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +30,7 @@ from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pick
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
 from node.errors import AuthorBlocked, BadRequest, Forbidden, NotFound, SourceChanged
-from node.p2p.filestore import FileStore
+from node.p2p.filestore import FileStore, store_error
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog
 from node.p2p.records import Record, sign_record
@@ -264,7 +266,8 @@ class Publisher:
         previews = await asyncio.to_thread(_prepare_previews, images)
         temp = None if in_place else self.store.temp_path()
         try:
-            hashes, mtime_ns = await asyncio.to_thread(copy_and_hash, source, temp, header)
+            with self._storing():
+                hashes, mtime_ns = await asyncio.to_thread(copy_and_hash, source, temp, header)
             ingested = _Ingested(source.name, header, hashes, temp, source if in_place else None)
             published = await self._commit(author, ingested, model, version, model_root, previews)
             if in_place:  # the state it was hashed in: a later change is seen on serve
@@ -321,13 +324,14 @@ class Publisher:
         guess = piece_length_for(expected_size or 0)
         hasher = StreamHasher(piece_length=guess)
         try:
-            out = await asyncio.to_thread(open, temp, "wb")
-            try:
-                async for chunk in chunks:
-                    await hasher.aupdate(chunk)
-                    await asyncio.to_thread(out.write, chunk)
-            finally:
-                await asyncio.to_thread(out.close)
+            with self._storing():
+                out = await asyncio.to_thread(open, temp, "wb")
+                try:
+                    async for chunk in chunks:
+                        await hasher.aupdate(chunk)
+                        await asyncio.to_thread(out.write, chunk)
+                finally:
+                    await asyncio.to_thread(out.close)
             hashes = await hasher.afinish()
             if piece_length_for(hashes.size) != guess:
                 hashes = await hash_file_async(temp, piece_length=piece_length_for(hashes.size))
@@ -393,14 +397,15 @@ class Publisher:
         for record in batch:
             self.log.types.check_body(record)
         # Files reach their content address before the rows that name them commit.
-        if ingested.in_place is not None:
-            stored_at = ingested.in_place
-        else:
-            assert ingested.temp is not None
-            stored_at = await asyncio.to_thread(
-                self.store.commit_temp, ingested.temp, hashes.sha256
-            )
-        image_paths = [await self._store_bytes(data, info.sha256) for data, info in previews]
+        with self._storing():
+            if ingested.in_place is not None:
+                stored_at = ingested.in_place
+            else:
+                assert ingested.temp is not None
+                stored_at = await asyncio.to_thread(
+                    self.store.commit_temp, ingested.temp, hashes.sha256
+                )
+            image_paths = [await self._store_bytes(data, info.sha256) for data, info in previews]
         async with self.db.write() as conn:
             await self.store.add_row(
                 conn, hashes.sha256, hashes.size, stored_at, in_place=ingested.in_place is not None
@@ -459,6 +464,16 @@ class Publisher:
             await self.store.add_row(conn, info.sha256, info.size, path, in_place=False)
             await self.log.append_in(conn, record)
         return record, info
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        """A full or read-only store while writing to it: one line naming the store."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            raise store_error(exc, self.store.root, "the file store") from None
 
     async def _store_bytes(self, data: bytes, sha256: str) -> Path:
         temp = self.store.temp_path()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from node import __version__
 from node.cli.common import Context, handle_errors, pass_ctx, run, with_node
 from node.config import render_config
+from node.errors import DatabaseCorrupt
 from node.home import default_home
 
 
@@ -137,8 +139,18 @@ def migrate(ctx: Context) -> None:
 def reindex(ctx: Context) -> None:
     """Rebuild every catalog table from the record log (with the node stopped)."""
     ctx.require_stopped("reindex")
-    count = with_node(ctx, lambda node: node.log.reindex())
-    click.echo(f"replayed {count} records")
+
+    async def go(node: Any) -> int:
+        count: int = await node.log.reindex()
+        if problems := await node.db.integrity_problems():  # a rebuilt catalog on a bad file
+            raise DatabaseCorrupt(
+                f"replayed {count} records, but the database file is still corrupt "
+                f"(quick_check: {problems[0]}; {len(problems)} problem(s)): restore it "
+                "from a backup"
+            )
+        return count
+
+    click.echo(f"replayed {with_node(ctx, go)} records")
 
 
 @main.command()

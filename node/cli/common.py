@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from node.config import Config, load_config
-from node.errors import CivitasError, HomeError
+from node.errors import CivitasError, HomeError, outage_of
 from node.home import Home
 
 T = TypeVar("T")
@@ -30,6 +30,11 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
         except CivitasError as exc:
             fail(exc.message)
+            raise AssertionError("unreachable") from exc
+        except Exception as exc:  # a full disk, a corrupt database …: one line, not a trace
+            if (outage := outage_of(exc)) is None:
+                raise
+            fail(outage.message)
             raise AssertionError("unreachable") from exc
 
     return wrapper

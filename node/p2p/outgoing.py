@@ -127,7 +127,15 @@ async def get_capped(
     except PayloadTooLarge:
         raise PeerError(f"{url} sent more than the limit of {limit} bytes") from None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise PeerError(f"cannot reach {url}: {exc}") from None
+        raise PeerError(unreachable(url, exc, limits)) from None
+
+
+def unreachable(url: str, exc: BaseException, limits: aiohttp.ClientTimeout) -> str:
+    """``cannot reach URL: why``; a timeout (whose text is empty) says after how long."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        after = limits.total or limits.sock_read or limits.connect
+        return f"cannot reach {url}: timed out" + (f" after {after:g} s" if after else "")
+    return f"cannot reach {url}: {exc or type(exc).__name__}"
 
 
 async def refuse_private(url: str) -> None:

@@ -44,7 +44,14 @@ from node.p2p.federation.wanted import WantedFiles
 from node.p2p.filestore import FileStore
 from node.p2p.keys import SigningKey
 from node.p2p.log import RecordLog, Refused, get_meta
-from node.p2p.outgoing import TIMEOUT, PeerError, client_session, get_capped, refuse_private
+from node.p2p.outgoing import (
+    TIMEOUT,
+    PeerError,
+    client_session,
+    get_capped,
+    refuse_private,
+    unreachable,
+)
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.tables import nodes, peers, records
 
@@ -177,7 +184,7 @@ class Federation:
                         f"{peer.url} refused our push: {resp.status} {(await resp.text())[:200]}"
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerError(f"cannot reach {peer.url}: {exc}") from None
+            raise PeerError(unreachable(peer.url, exc, self._timeout())) from None
 
     # --- peers -----------------------------------------------------------------------------
 
