@@ -24,6 +24,7 @@ from node.catalog import download_pages
 from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
+from node.catalog.blurhashes import Blurhashes
 from node.catalog.fetch import FetchService
 from node.catalog.ingest_limits import IngestSlots
 from node.catalog.needed_files import CatalogNeeds
@@ -153,7 +154,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     federation.auto_connect_private = config.federation.auto_connect_private
     federation.torrent_hints = index.remote_hints  # peers' BitTorrent addresses, for magnets
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
-    views = CatalogViews(db)
+    views = CatalogViews(db, Blurhashes(db, store))
     views.torrent_index = index
     enforcer = Enforcer(
         db,

@@ -200,7 +200,8 @@ async def list_models(request: web.Request) -> web.Response:
         params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
         params["cursor"] = cursor
         metadata["nextPage"] = str(request.url.with_query(params))
-    return json_ok({"items": [civitai_model(m) for m in items], "metadata": metadata})
+    shaped = await catalog.views.with_blurhashes([civitai_model(m) for m in items])
+    return json_ok({"items": shaped, "metadata": metadata})
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -209,21 +210,23 @@ async def get_model(request: web.Request) -> web.Response:
     found = await catalog.views.models_by_root([root]) if root else []
     if not found:
         raise NotFound("no such model")
-    return json_ok(civitai_model(found[0]))
+    return json_ok((await catalog.views.with_blurhashes([civitai_model(found[0])]))[0])
 
 
 async def get_version(request: web.Request) -> web.Response:
-    version = await request.app[CATALOG].views.version(_path_int(request, "id"))
+    views = request.app[CATALOG].views
+    version = await views.version(_path_int(request, "id"))
     if version is None:
         raise NotFound("no such model version")
-    return json_ok(civitai_version(version))
+    return json_ok((await views.with_blurhashes([civitai_version(version)]))[0])
 
 
 async def version_by_hash(request: web.Request) -> web.Response:
-    version = await request.app[CATALOG].views.version_by_hash(request.match_info["hash"])
+    views = request.app[CATALOG].views
+    version = await views.version_by_hash(request.match_info["hash"])
     if version is None:
         raise NotFound("no model version has a file with this hash")
-    return json_ok(civitai_version(version))
+    return json_ok((await views.with_blurhashes([civitai_version(version)]))[0])
 
 
 async def versions_by_hashes(request: web.Request) -> web.Response:
@@ -232,8 +235,9 @@ async def versions_by_hashes(request: web.Request) -> web.Response:
         raise BadRequest("send a JSON list of SHA256 hashes")
     if len(hashes) > 100:
         raise BadRequest("at most 100 hashes per request")
-    found = await request.app[CATALOG].views.versions_by_sha256(hashes)
-    return json_ok([civitai_version(v) for v in found])
+    views = request.app[CATALOG].views
+    found = await views.versions_by_sha256(hashes)
+    return json_ok(await views.with_blurhashes([civitai_version(v) for v in found]))
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -263,6 +267,7 @@ async def list_images(request: web.Request) -> web.Response:
         params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
         metadata["nextCursor"] = cursor
         metadata["nextPage"] = str(request.url.with_query({**params, "cursor": cursor}))
+    items = await request.app[CATALOG].views.with_blurhashes(items)
     return json_ok({"items": items, "metadata": metadata})
 
 

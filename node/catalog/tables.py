@@ -162,6 +162,16 @@ model_overrides = sa.Table(
     sa.Column("hidden_terms", sa.Text, nullable=False, server_default="[]"),  # JSON list
 )
 
+# The blurhash of each image file (Civitai's ``images[].hash``), computed once from the
+# file this node holds: a local fact like file_details, so a reindex keeps it. An empty
+# blurhash: the file could not be decoded (not tried again).
+image_blurhashes = sa.Table(
+    "image_blurhashes",
+    metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("blurhash", sa.String(64), nullable=False),
+)
+
 file_details = sa.Table(
     "file_details",
     metadata,

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.catalog.blurhashes import Blurhashes
 from node.catalog.civitai import image_columns, post_id, supports_generation, with_version
 from node.catalog.claims import claims, disputes, winners_by_sha256
 from node.catalog.image_search import ImageQuery, image_statement, next_cursor
@@ -86,8 +87,9 @@ class FileChoice:
 
 
 class CatalogViews:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, blurhashes: Blurhashes | None = None) -> None:
         self.db = db
+        self.blurhashes = blurhashes  # None: images show no blurhash (hash: null)
         self.base_url = ""  # set by the app once the public URL is known
         self.torrent_index: TorrentIndex | None = None
 
@@ -387,6 +389,12 @@ class CatalogViews:
                 }
             )
         return out
+
+    async def with_blurhashes(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``items`` (Civitai models, versions or images) with each image's ``hash``."""
+        if self.blurhashes is not None:
+            await self.blurhashes.fill(items)
+        return items
 
     async def root_for_int(self, int_id: int) -> bytes | None:
         async with self.db.read() as conn:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from node.app import Node
+from node.catalog.images import blurhash_of
 from node.p2p.records import Record, now_ms, sign_record
 from tests.catalog import forge
+from tests.catalog.conftest import lora_file, png_bytes
 
 PEER = "did:key:z6MkcivitaiParityPeerForTestsOnly"
 DAY = 86_400_000
@@ -385,6 +388,30 @@ async def test_images_sort_period_post_and_cursor(client: TestClient, catalog: C
         url = "/" + next_page.split("/", 3)[3] if next_page else ""
     assert seen == newest
     assert (await client.get("/api/v1/images?cursor=bm9wZQ")).status == 400
+
+
+async def test_image_hash_is_the_blurhash_of_the_file(
+    client: TestClient, node: Node, catalog: Catalog, tmp_path: Path
+) -> None:
+    # Federated images whose file this node does not hold yet: no blurhash.
+    listed = (await (await client.get("/api/v1/images")).json())["items"]
+    assert [i["hash"] for i in listed] == [None] * 5
+    user = await node.accounts.add_user("dora", "correct horse battery")
+    preview = tmp_path / "preview.png"
+    preview.write_bytes(png_bytes(3, (120, 80)))
+    published = await node.catalog.publish_path(
+        user.did, lora_file(tmp_path / "dora.safetensors", 9), {"name": "Dora"}, [preview]
+    )
+    version = published["model"]["modelVersions"][0]["id"]
+    (image,) = (await (await client.get(f"/api/v1/images?modelVersionId={version}")).json())[
+        "items"
+    ]
+    expected = blurhash_of(preview)
+    assert image["hash"] == expected and len(expected) == 36
+    model = await (await client.get(f"/api/v1/models/{published['model']['id']}")).json()
+    assert model["modelVersions"][0]["images"][0]["hash"] == expected
+    one = await (await client.get(f"/api/v1/model-versions/{version}")).json()
+    assert one["images"][0]["hash"] == expected
 
 
 # --- tags and creators ---------------------------------------------------------------
