@@ -51,7 +51,23 @@ def encode_page(page: Page) -> bytes:
     )
 
 
-def _unpack(data: bytes, max_items: int) -> Any:
+class _TooManyContainers(ValueError):
+    pass
+
+
+def _unpack(data: bytes, max_items: int, max_containers: int) -> Any:
+    """Decode one message; past ``max_containers`` maps and lists in all it is refused as
+    it is being decoded (the per-list and per-map bounds alone let a few MB of tiny nested
+    containers become millions of Python objects)."""
+    built = 0
+
+    def count(value: Any) -> Any:
+        nonlocal built
+        built += 1
+        if built > max_containers:
+            raise _TooManyContainers(f"more than {max_containers} maps and lists")
+        return value
+
     try:
         return msgpack.unpackb(
             data,
@@ -62,13 +78,15 @@ def _unpack(data: bytes, max_items: int) -> Any:
             max_array_len=max_items,
             max_map_len=16,
             max_ext_len=0,
+            object_hook=count,
+            list_hook=count,
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise BadRequest(f"not a well-formed federation message: {exc}") from None
 
 
 def decode_page(data: bytes) -> Page:
-    doc = _unpack(data, MAX_PAGE)
+    doc = _unpack(data, MAX_PAGE, MAX_PAGE + 2)  # the page, its list, an entry each
     try:
         entries = [
             PageEntry(
@@ -89,7 +107,7 @@ def encode_batch(raws: list[bytes]) -> bytes:
 
 
 def decode_batch(data: bytes) -> list[bytes]:
-    batch = _unpack(data, MAX_PUSH)
+    batch = _unpack(data, MAX_PUSH, 1)
     if not isinstance(batch, list) or not all(isinstance(r, bytes) for r in batch):
         raise BadRequest(f"an inbox batch is a msgpack list of at most {MAX_PUSH} records")
     return batch
