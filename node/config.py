@@ -104,6 +104,12 @@ class ServerSection:
     max_connections_per_address: int = setting(
         16, "Most open connections from one client address (trusted proxies exempt).", _positive
     )
+    shutdown_timeout_s: int = setting(
+        10,
+        "Seconds a stop (SIGTERM, Ctrl-C) may take: new requests are refused at once, "
+        "requests still running after half of it are ended (uploads answered 503).",
+        _positive,
+    )
 
 
 @dataclass
