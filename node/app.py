@@ -48,6 +48,8 @@ from node.http import (
     make_forwarded_middleware,
     require_admin,
 )
+from node.metrics import routes as metrics_routes
+from node.metrics.collect import NodeMetrics
 from node.moderation import pages as moderation_pages
 from node.moderation import projection as moderation_projection
 from node.moderation import routes as moderation_routes
@@ -320,9 +322,11 @@ async def admin_status(request: web.Request) -> web.Response:
 
 
 def create_app(node: Node, admin_token: str) -> web.Application:
+    metrics = NodeMetrics(node.db, node.federation, node.engine)
     app = web.Application(
         client_max_size=node.config.server.max_body_bytes,
         middlewares=[
+            metrics.middleware,  # outermost: sees every answer's final status
             error_middleware,
             make_body_timeout_middleware(node.config.server.body_timeout_s),
             make_forwarded_middleware(TrustedProxies(node.config.server.trusted_proxies)),
@@ -393,6 +397,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/admin/status", admin_status)
     app.router.add_get("/api/openapi.json", openapi_json)
+    metrics_routes.add_routes(app, metrics, public=node.config.metrics.public)
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
     catalog_routes.add_routes(app)

@@ -327,6 +327,15 @@ class ModerationSection:
 
 
 @dataclass
+class MetricsSection:
+    public: bool = setting(
+        False,
+        "Serve GET /metrics (Prometheus) to anyone; false: only with the admin token (401 "
+        "without it). Keep it false on a public port, or scrape through a private proxy.",
+    )
+
+
+@dataclass
 class Config:
     home: Path
     node: NodeSection = field(default_factory=NodeSection)
@@ -338,6 +347,7 @@ class Config:
     federation: FederationSection = field(default_factory=FederationSection)
     compute: ComputeSection = field(default_factory=ComputeSection)
     moderation: ModerationSection = field(default_factory=ModerationSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
 
     @property
     def database_url(self) -> str:

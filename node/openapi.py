@@ -66,6 +66,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/.well-known/civitas": {"get": _op("Node identity: did, name, version, endpoints")},
     "/healthz": {"get": _op("200 when the database answers, else 503")},
     "/api/openapi.json": {"get": _op("This document")},
+    "/metrics": {
+        "get": _op(
+            "Prometheus metrics, text format (admin unless metrics.public)",
+            auth=True,
+            content="text/plain; version=0.0.4",
+        )
+    },
     "/api/auth/login": {"post": _op("Log in; sets the session cookie", body="application/json")},
     "/api/auth/logout": {"post": _op("End the session", auth=True)},
     "/api/auth/me": {"get": _op("Who you are", auth=True)},
