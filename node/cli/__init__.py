@@ -165,6 +165,7 @@ def status(ctx: Context) -> None:
 
 
 from node.cli.accounts import keys, token, user  # noqa: E402  (subcommand groups)
+from node.cli.backup import backup, restore  # noqa: E402
 from node.cli.catalog import publish, search  # noqa: E402
 from node.cli.compute import worker  # noqa: E402
 from node.cli.files import files  # noqa: E402
@@ -186,3 +187,5 @@ main.add_command(sync)
 main.add_command(worker)
 main.add_command(takedown)
 main.add_command(files)
+main.add_command(backup)
+main.add_command(restore)
