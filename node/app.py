@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from aiohttp import web
 
-from node import __version__, admin_pages
+from node import __version__, admin_pages, api_docs
 from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
 from node.accounts.passwords import PasswordHasher
@@ -401,6 +401,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
     catalog_routes.add_routes(app)
+    api_docs.add_routes(app)
     compute_routes.add_routes(app)
     torrent_routes.add_routes(app, node.torrents)
     federation_routes.add_routes(app, node.federation, RequestVerifier(node.node_key.did))

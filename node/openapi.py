@@ -521,6 +521,7 @@ def _page(
 
 FORM = "application/x-www-form-urlencoded"
 PAGES: dict[str, dict[str, Any]] = {
+    "/api/docs": {"get": _page("This API's documentation as a page (the OpenAPI document)")},
     "/": {
         "get": _page(
             "Browse and search models (image cards, filters, sort, cursor pages)",
