@@ -20,13 +20,14 @@ from node.accounts import routes as account_routes
 from node.accounts.passwords import PasswordHasher
 from node.accounts.service import AccountService
 from node.accounts.throttle import LoginThrottle
-from node.catalog import download_pages
+from node.catalog import download_pages, magnet_records
 from node.catalog import pages as catalog_pages
 from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
 from node.catalog.blurhashes import Blurhashes
 from node.catalog.fetch import FetchService
 from node.catalog.ingest_limits import IngestSlots
+from node.catalog.magnet_records import MagnetRecords
 from node.catalog.needed_files import CatalogNeeds
 from node.catalog.previews import PreviewCache
 from node.catalog.publish import Publisher
@@ -156,6 +157,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     federation.auto_connect_private = config.federation.auto_connect_private
     federation.torrent_hints = index.remote_hints  # peers' BitTorrent addresses, for magnets
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
+    fetcher.find_records = MagnetRecords(record_log).fetch  # magnets from unpeered nodes
     views = CatalogViews(db, Blurhashes(db, store))
     views.torrent_index = index
     enforcer = Enforcer(
@@ -401,6 +403,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     p2p_routes.add_routes(app)
     account_routes.add_routes(app)
     catalog_routes.add_routes(app)
+    magnet_records.add_routes(app, node.db, node.log)
     api_docs.add_routes(app)
     compute_routes.add_routes(app)
     torrent_routes.add_routes(app, node.torrents)

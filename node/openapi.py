@@ -296,6 +296,14 @@ PATHS: dict[str, dict[str, Any]] = {
             content="application/msgpack",
         ),
     },
+    "/federation/v1/files/{infohash}/records": {
+        "get": _op(
+            "The signed records describing the version that names a torrent: profile, "
+            "model, revisions, version (msgpack list); for magnets from unpeered nodes",
+            params=_params(("infohash", "path", "string")),
+            content="application/msgpack",
+        ),
+    },
     "/federation/v1/records/{id}": {
         "get": _op(
             "One visible record (msgpack)",

@@ -93,6 +93,8 @@ class FetchService:
         self.cfg = cfg
         self.peer_urls = peer_urls  # federation peers: where else to find a file
         self.gate: IngestGate | None = None  # moderation: files taken down here
+        # (magnet, infohash) -> whether records naming it came from the magnet's own node
+        self.find_records: Callable[[str, str], Awaitable[bool]] | None = None
         self._resume_task: asyncio.Task[None] | None = None
 
     # --- this node's own torrent endpoints --------------------------------------------
@@ -222,15 +224,11 @@ class FetchService:
             )
         else:
             raise BadRequest("fetch takes a magnet link, a model version id or a SHA256")
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(version_files)
-                    .where(where)
-                    .order_by(version_files.c.is_primary.desc(), version_files.c.position)
-                    .limit(1)
-                )
-            ).first()
+        row = await self._file_row(where)
+        if row is None and target.startswith("magnet:") and self.find_records is not None:
+            # Not peered with its source: bring the records the magnet's node signed first.
+            if await self.find_records(target, parse_magnet(target)[0]):
+                row = await self._file_row(where)
         if row is None:
             raise NotFound(
                 "no model version in this node's catalog names that file; its records must "
@@ -239,6 +237,17 @@ class FetchService:
         if not row.infohash:
             raise BadRequest("that file's record carries no torrent (infohash)")
         return row, sources
+
+    async def _file_row(self, where: Any) -> Any:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(version_files)
+                    .where(where)
+                    .order_by(version_files.c.is_primary.desc(), version_files.c.position)
+                    .limit(1)
+                )
+            ).first()
 
     async def fetch(self, target: str, nodes: Sequence[str] = ()) -> dict[str, Any]:
         """Start fetching a file into this node; returns its download status."""
