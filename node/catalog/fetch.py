@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,27 @@ RESUME_EVERY_S = 30
 TORRENT_FETCH_TIMEOUT = aiohttp.ClientTimeout(total=20, connect=5)
 MAX_TORRENT_BYTES = 8 * 1024 * 1024
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+
+
+RETRY_EVERY_S = 5
+RETRY_ROOM_BYTES = 16 * 1024 * 1024  # free space that resumes a download paused when full
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
+
+
+def paused_reason(error: str, where: Path) -> str:
+    """libtorrent's error, and what the operator can do about it."""
+    if "space" in error.lower() or "quota" in error.lower():
+        return (
+            f"the disk is full writing {where} ({error}): paused; it resumes by itself "
+            "once there is room"
+        )
+    return f"paused by an error writing {where}: {error}"
 
 
 class QuotaExceeded(CivitasError):
@@ -96,6 +118,7 @@ class FetchService:
         # (magnet, infohash) -> whether records naming it came from the magnet's own node
         self.find_records: Callable[[str, str], Awaitable[bool]] | None = None
         self._resume_task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
 
     # --- this node's own torrent endpoints --------------------------------------------
 
@@ -150,12 +173,14 @@ class FetchService:
             sources = json.loads(row.sources)
             self._start_download(meta_from_info(row.info), sources, row.resume)
         self._resume_task = asyncio.create_task(self._save_resume_loop(), name="torrent-resume")
+        self._retry_task = asyncio.create_task(self._retry_loop(), name="torrent-retry")
 
     async def stop(self) -> None:
-        if self._resume_task is not None:
-            self._resume_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resume_task
+        for task in (self._resume_task, self._retry_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._save_resume()
 
     def _should_seed(self, fetched: bool) -> bool:
@@ -425,6 +450,29 @@ class FetchService:
             await asyncio.sleep(RESUME_EVERY_S)
             await self._save_resume()
 
+    async def _retry_loop(self) -> None:
+        """A download paused by an error (a full disk) resumes once there is room again."""
+        while True:
+            await asyncio.sleep(RETRY_EVERY_S)
+            if self.engine is None or self.engine.session is None:
+                continue
+            for status in self.engine.all_status():
+                if status.error is None:
+                    continue
+                room = await asyncio.to_thread(_free_bytes, self._incoming(status.infohash))
+                if room >= min(status.size - status.done, RETRY_ROOM_BYTES):
+                    log.info("retrying a paused download", extra={"infohash": status.infohash})
+                    self.engine.retry(status.infohash)
+                    await self._reconnect(status.infohash)
+
+    async def _reconnect(self, infohash: str) -> None:
+        """Connect again to the peers a download was started with."""
+        row = await self._download_row(infohash)
+        if row is None or self.engine is None:
+            return
+        for host, port in json.loads(row.sources).get("peers", []):
+            self.engine.connect(infohash, host, int(port))
+
     async def _save_resume(self) -> None:
         if self.engine is None or self.engine.session is None:
             return
@@ -479,7 +527,10 @@ class FetchService:
                 upload_rate=status.upload_rate,
                 peers=status.peers,
             )
-            if status.progress >= 1.0:
+            if status.error is not None:  # libtorrent paused it: say why and what next
+                out["state"] = "paused"
+                out["error"] = paused_reason(status.error, self._incoming(row.infohash))
+            elif status.progress >= 1.0:
                 out["state"] = "verifying"
         return out
 

@@ -51,6 +51,9 @@ async def _follow(client: NodeClient, infohash: str, limit_s: float | None) -> d
         if status["state"] in ("complete", "failed"):
             click.echo("", err=True)
             return status
+        if status["state"] == "paused" and status.get("error"):  # e.g. a full disk
+            click.echo("", err=True)
+            raise CivitasError(f"fetch paused: {status['error']}")
         if limit_s is not None and time.monotonic() - started > limit_s:
             click.echo("", err=True)
             raise CivitasError(f"still fetching after {limit_s:.0f} s; it goes on in the node")

@@ -108,6 +108,7 @@ class TorrentEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._resume_waiters: dict[str, asyncio.Future[bytes | None]] = {}
+        self.errors: dict[str, str] = {}  # infohash -> libtorrent's last error, as it said it
         self._tasks: set[asyncio.Future[None]] = set()
         self._dispatch: dict[str, Callable[[Any], None]] = {
             "torrent_finished_alert": self._finished,
@@ -208,7 +209,14 @@ class TorrentEngine:
             waiter.set_result(None)
 
     def _error(self, alert: Any) -> None:
+        """libtorrent pauses a torrent whose file cannot be written (a full disk); its
+        message is kept, so the download's state can say so."""
         log.warning("torrent error", extra={"alert": alert.message()})
+        handle = getattr(alert, "handle", None)
+        if handle is not None and handle.is_valid():
+            infohash = self._infohash(alert)
+            if infohash in self.handles:
+                self.errors[infohash] = str(alert.message())
 
     def _debug(self, alert: Any) -> None:
         log.debug("torrent", extra={"alert": alert.message()})
@@ -274,7 +282,20 @@ class TorrentEngine:
                 handle.connect_peer((host, port))
         self.handles[meta.infohash] = handle
 
+    def retry(self, infohash: str) -> None:
+        """Clear a torrent's error and resume it (space was freed)."""
+        handle = self.handles.get(infohash)
+        self.errors.pop(infohash, None)
+        if handle is not None:
+            handle.clear_error()
+            # a full disk puts a torrent in upload mode (not an error state): leave it
+            handle.unset_flags(lt.torrent_flags.upload_mode)
+            handle.resume()
+            with contextlib.suppress(RuntimeError):
+                handle.force_reannounce()  # its peers were dropped while it was paused
+
     def remove(self, infohash: str) -> None:
+        self.errors.pop(infohash, None)
         handle = self.handles.pop(infohash, None)
         if handle is not None and self.session is not None:
             self.session.remove_torrent(handle)
@@ -303,7 +324,7 @@ class TorrentEngine:
         if handle is None:
             return None
         s = handle.status()
-        error = s.errc.message() if s.errc.value() else None
+        error = self.errors.get(infohash) or (s.errc.message() if s.errc.value() else None)
         state = "error" if error else STATES.get(s.state, "unknown")
         if s.flags & lt.torrent_flags.paused and not error:
             state = "paused"
