@@ -250,6 +250,13 @@ PATHS: dict[str, dict[str, Any]] = {
             content="text/event-stream",
         ),
     },
+    "/scrape": {
+        "get": _op(
+            "BitTorrent tracker scrape (BEP 48): seeders, leechers, completed; bencoded",
+            params=_params(("info_hash", "query", "string")),
+            content="text/plain",
+        ),
+    },
     "/announce": {
         "get": _op(
             "BitTorrent HTTP tracker (BEP 3/23); answers bencoded",

@@ -21,7 +21,7 @@ from node.errors import CivitasError, NotFound
 from node.p2p.filestore import FileStore
 from node.p2p.tables import torrents
 from node.p2p.torrentmeta import TorrentMeta, meta_from_info, torrent_file
-from node.p2p.tracker import Swarms, make_announce_handler
+from node.p2p.tracker import Swarms, make_announce_handler, make_scrape_handler
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
@@ -132,5 +132,6 @@ def add_routes(app: web.Application, index: TorrentIndex) -> None:
     swarms = Swarms()
     handler: Any = make_announce_handler(swarms, index.knows)
     app.router.add_get("/announce", handler)
+    app.router.add_get("/scrape", make_scrape_handler(swarms, index.knows))
     app.router.add_get("/federation/v1/torrents/{infohash}", torrent)
     app.router.add_get("/webseed/{sha256}", webseed)

@@ -1,4 +1,5 @@
-"""The node's HTTP tracker (BEP 3, compact peers BEP 23), for the torrents it knows.
+"""The node's HTTP tracker (BEP 3, compact peers BEP 23, scrape BEP 48), for the
+torrents it knows.
 
 Magnets carry this tracker, so they work without the DHT. Peers are kept in memory,
 bounded per address and per swarm, and forgotten when they stop announcing. The
@@ -24,6 +25,7 @@ STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgott
 MAX_PEERS_RETURNED = 50
 MAX_SWARM = 2000
 MAX_PER_ADDRESS = 8  # peers one address may hold in a swarm (a NAT, a few clients)
+MAX_SCRAPE = 100  # info_hashes one scrape may name (or, naming none, swarms it lists)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Swarms:
     Answers list seeders first, then the most recently seen."""
 
     swarms: dict[bytes, dict[bytes, _Peer]] = field(default_factory=dict)
+    completed: dict[bytes, int] = field(default_factory=dict)  # "completed" events seen
 
     def announce(
         self, infohash: bytes, peer_id: bytes, ip: str, port: int, left: int, event: str
@@ -51,6 +54,8 @@ class Swarms:
         swarm = self.swarms.setdefault(infohash, {})
         for pid in [p for p, peer in swarm.items() if now - peer.seen > STALE_S]:
             del swarm[pid]
+        if event == "completed":
+            self.completed[infohash] = self.completed.get(infohash, 0) + 1
         if event == "stopped":
             swarm.pop(peer_id, None)
         else:
@@ -63,6 +68,13 @@ class Swarms:
         )
         seeders = sum(1 for p in swarm.values() if p.seeder)
         return others[:MAX_PEERS_RETURNED], seeders, len(swarm) - seeders
+
+    def scrape(self, infohash: bytes) -> tuple[int, int, int]:
+        """(seeders, leechers, completed downloads) of a swarm, stale peers not counted."""
+        now = time.monotonic()
+        live = [p for p in self.swarms.get(infohash, {}).values() if now - p.seen <= STALE_S]
+        seeders = sum(1 for p in live if p.seeder)
+        return seeders, len(live) - seeders, self.completed.get(infohash, 0)
 
     @staticmethod
     def _admit(swarm: dict[bytes, _Peer], peer_id: bytes, peer: _Peer) -> None:
@@ -143,3 +155,32 @@ def make_announce_handler(
         return _bencoded(body)
 
     return announce
+
+
+def make_scrape_handler(
+    swarms: Swarms, known: Callable[[str], Awaitable[bool]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /scrape`` (BEP 48): ``files`` maps each tracked info_hash asked for (or, with
+    none asked for, each active swarm) to its complete, incomplete and downloaded counts.
+    Torrents this tracker does not track are left out."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        query = parse_qs(request.rel_url.raw_query_string, encoding="latin-1")
+        asked = [v.encode("latin-1") for v in query.get("info_hash", [])]
+        if any(len(h) != 20 for h in asked):
+            return _failure("info_hash must be 20 bytes")
+        if len(asked) > MAX_SCRAPE:
+            return _failure(f"at most {MAX_SCRAPE} info_hash values per scrape")
+        wanted = list(dict.fromkeys(asked)) if asked else list(swarms.swarms)[:MAX_SCRAPE]
+        files: dict[bytes, Any] = {}
+        for infohash in wanted:
+            if await known(infohash.hex()):
+                complete, incomplete, downloaded = swarms.scrape(infohash)
+                files[infohash] = {
+                    b"complete": complete,
+                    b"incomplete": incomplete,
+                    b"downloaded": downloaded,
+                }
+        return _bencoded({b"files": files})
+
+    return scrape
