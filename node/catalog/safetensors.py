@@ -386,8 +386,7 @@ def _prescan(header_bytes: bytes) -> None:
     commas = header_bytes.count(b",")
     if commas > MAX_HEADER_COMMAS:
         raise HeaderTooComplex(
-            f"the header holds {commas} JSON values, over this node's limit of "
-            f"{MAX_HEADER_COMMAS}"
+            f"the header holds {commas} JSON values, over this node's limit of {MAX_HEADER_COMMAS}"
         )
 
 
