@@ -26,7 +26,7 @@ from node.catalog import projection as catalog_projection
 from node.catalog import routes as catalog_routes
 from node.catalog.blurhashes import Blurhashes
 from node.catalog.fetch import FetchService
-from node.catalog.ingest_limits import IngestSlots
+from node.catalog.ingest_limits import ImageDecodes, IngestSlots
 from node.catalog.magnet_records import MagnetRecords
 from node.catalog.needed_files import CatalogNeeds
 from node.catalog.previews import PreviewCache
@@ -158,7 +158,8 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
     federation.torrent_hints = index.remote_hints  # peers' BitTorrent addresses, for magnets
     fetcher = FetchService(db, index, engine, config.torrent, peer_urls=federation.peer_urls)
     fetcher.find_records = MagnetRecords(record_log).fetch  # magnets from unpeered nodes
-    views = CatalogViews(db, Blurhashes(db, store))
+    decodes = ImageDecodes(config.server.max_concurrent_decodes)  # one pool, node-wide
+    views = CatalogViews(db, Blurhashes(db, store, decodes))
     views.torrent_index = index
     enforcer = Enforcer(
         db,
@@ -195,11 +196,12 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
             gate=enforcer,
             on_stored=fetcher.seed_published,
             slots=IngestSlots(config.server.max_concurrent_ingests),
+            decodes=decodes,
         ),
         search_index=ModelSearch(db),
         views=views,
         store=store,
-        previews=PreviewCache(home.path / "previews"),
+        previews=PreviewCache(home.path / "previews", decodes=decodes),
         accounts=accounts,
         author_key=home.author_key,
         fetcher=fetcher,

@@ -85,6 +85,12 @@ class ServerSection:
         "503 with Retry-After, a publish from the node's disk waits.",
         _positive,
     )
+    max_concurrent_decodes: int = setting(
+        2,
+        "Most images decoded at once (upload previews, training inputs, compute outputs, "
+        "resized previews, blurhashes); more wait their turn.",
+        _positive,
+    )
 
     trusted_proxies: str = setting(
         "",

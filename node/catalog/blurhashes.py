@@ -9,13 +9,13 @@ thread; the rest show ``null`` until a later answer.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from node.catalog.images import ImageError, blurhash_of
+from node.catalog.ingest_limits import ImageDecodes
 from node.catalog.tables import image_blurhashes
 from node.db import Database
 from node.p2p.filestore import FileStore
@@ -24,9 +24,10 @@ MAX_PER_ANSWER = 16  # computed for one answer (about 10 ms each); the rest late
 
 
 class Blurhashes:
-    def __init__(self, db: Database, store: FileStore) -> None:
+    def __init__(self, db: Database, store: FileStore, decodes: ImageDecodes | None = None) -> None:
         self.db = db
         self.store = store
+        self.decodes = decodes or ImageDecodes()
 
     async def of(self, sha256s: Iterable[str]) -> dict[str, str]:
         """The blurhash of each image file that has one (computing a few missing ones)."""
@@ -49,7 +50,7 @@ class Blurhashes:
             if path is None:
                 continue  # not here yet: a later answer computes it
             try:
-                made[sha256] = await asyncio.to_thread(blurhash_of, path)
+                made[sha256] = await self.decodes.run(blurhash_of, path)
             except (ImageError, OSError):
                 made[sha256] = ""  # undecodable: shown as null, never tried again
         if made:

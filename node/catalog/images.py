@@ -30,6 +30,11 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 16384
 PDQ_BYTES = 32
 _PDQ_SIDE = 1024  # PDQ downsamples to 64x64 anyway; hashing a 1024px copy is far faster
+# What one decoded image may hold in memory (see decode_cost): every PNG or baseline JPEG
+# the pixel cap allows fits; a WebP or progressive JPEG past ~17-27 MP does not.
+MAX_DECODE_BYTES = 256 * 1024 * 1024
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_WEBP_BYTES_PER_PIXEL = 16
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 # What Pillow raises on malformed input (its own fuzzers expect these).
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
@@ -109,7 +114,26 @@ def _open(data: bytes) -> tuple[Image.Image, str]:
             f"image is {width}x{height}; at most {MAX_SIDE} px a side and "
             f"{MAX_PIXELS:,} pixels are accepted"
         )
+    progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    cost = decode_cost(fmt, image.mode, width, height, progressive=progressive)
+    if cost > MAX_DECODE_BYTES:
+        image.close()
+        raise ImageTooManyPixels(
+            f"decoding this {width}x{height} {image.mode} {fmt} would take "
+            f"{cost / 2**20:,.0f} MiB; at most {MAX_DECODE_BYTES // 2**20} MiB per image"
+        )
     return image, fmt
+
+
+def decode_cost(fmt: str, mode: str, width: int, height: int, *, progressive: bool = False) -> int:
+    """Bytes a full decode of the image holds at once: Pillow's own storage for the mode
+    (1, 2 or 4 bytes a pixel), plus a progressive JPEG's coefficients (libjpeg keeps
+    6 bytes a pixel of them); Pillow's WebP decoder takes ~16 (all measured)."""
+    if fmt == "WEBP":
+        per_pixel = _WEBP_BYTES_PER_PIXEL
+    else:
+        per_pixel = _MODE_BYTES.get(mode, 4) + (6 if fmt == "JPEG" and progressive else 0)
+    return width * height * per_pixel
 
 
 def _decode(data: bytes) -> tuple[Image.Image, str]:
@@ -175,19 +199,51 @@ def _read_meta(image: Image.Image, fmt: str) -> dict[str, Any] | None:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """16-bit and float greyscale scaled to 8 bits (Pillow's convert would clip them)."""
+    """16-bit and float greyscale scaled to 8 bits (Pillow's convert would clip them).
+
+    Meant for a reduced copy (:func:`_reduced`): it makes two small copies of the pixels."""
     if not image.mode.startswith(("I", "F")):
         return image
-    samples = np.asarray(image, dtype=np.float64) / (1 if image.mode == "F" else 257)
-    return Image.fromarray(np.clip(samples, 0, 255).astype(np.uint8), "L")
+    samples = np.asarray(image)
+    if image.mode == "F":
+        scaled = np.clip(samples, 0, 255)
+    else:  # I;16 or I: 0..65535 onto 0..255, as the float division by 257 did
+        scaled = np.clip(samples // 257, 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
+_ORIENTATION = 0x0112
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """The image as displayed (EXIF orientation applied), at most ``side`` px a side, in
+    its own mode (16-bit included): reduced before it is turned or converted, so that no
+    full-size copy of a large image is ever made."""
+    try:
+        turn = _TURNS.get(image.getexif().get(_ORIENTATION, 1))
+    except _PIL_ERRORS:
+        turn = None
+    small = image
+    if max(image.size) > side:
+        scale = side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        small = image.resize(size, Image.Resampling.BOX)
+    return small.transpose(turn) if turn is not None else small
 
 
 def _pdq(image: Image.Image) -> tuple[bytes, int]:
     """PDQ (Meta's perceptual hash, used for hash-sharing in moderation) of the image as
     displayed. Kept behind this one function so the implementation can be swapped."""
-    rgb = _eight_bit(image).convert("RGB")
-    if max(rgb.size) > _PDQ_SIDE:
-        rgb.thumbnail((_PDQ_SIDE, _PDQ_SIDE), Image.Resampling.BOX)
+    rgb = _eight_bit(_reduced(image, _PDQ_SIDE)).convert("RGB")
     bits, quality = pdqhash.compute(np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)))
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes(), int(quality)
 
@@ -204,11 +260,7 @@ def inspect_image(data: bytes) -> ImageInfo:
     image, fmt = _decode(data)
     with image:
         meta = _read_meta(image, fmt)
-        try:
-            shown = ImageOps.exif_transpose(image) or image
-        except _PIL_ERRORS:
-            shown = image
-        pdq, quality = _pdq(shown)
+        pdq, quality = _pdq(image)
         return ImageInfo(
             width=image.width,
             height=image.height,
@@ -237,8 +289,7 @@ def blurhash_of(path: Path) -> str:
     try:
         with image:
             image.draft("RGB", (BLURHASH_SIDE * 2, BLURHASH_SIDE * 2))
-            shown = ImageOps.exif_transpose(image) or image
-            rgb = _eight_bit(shown).convert("RGB")
+            rgb = _eight_bit(_reduced(image, 4 * BLURHASH_SIDE)).convert("RGB")
             rgb.thumbnail((BLURHASH_SIDE, BLURHASH_SIDE), Image.Resampling.BOX)
             pixels = np.asarray(rgb, dtype=np.uint8)
     except _PIL_ERRORS as exc:
@@ -438,7 +489,10 @@ def resized(data: bytes, width: int) -> bytes:
         height = max(1, round(shown_height * width / shown_width))
         box = (height, width) if turned else (width, height)
         try:
-            image.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=3.0)  # draft + reduce
+            if image.mode.startswith(("I", "F")):  # 16-bit: no draft or reduce, resized as is
+                image = image.resize(box, Image.Resampling.BOX)
+            else:
+                image.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=3.0)  # draft+reduce
             shown = ImageOps.exif_transpose(image) or image
         except _PIL_ERRORS as exc:
             raise CorruptImage(f"corrupt or truncated {fmt} image: {exc}") from exc

@@ -1,16 +1,20 @@
-"""Limits on ingest: how many files are taken in at once, and an upload's early refusal."""
+"""Limits on ingest: how many files are taken in and images decoded at once, and an
+upload's early refusal."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
 from node.catalog.safetensors import U64_MAX, header_length, refuse_pickle
 from node.errors import CivitasError
 
 DEFAULT_MAX_INGESTS = 4
+DEFAULT_MAX_DECODES = 2
+T = TypeVar("T")
 INGEST_RETRY_AFTER_S = 30
 
 
@@ -58,6 +62,39 @@ class IngestSlots:
         finally:
             _holding_slot.reset(token)
             self._free.release()
+
+
+class ImageDecodes:
+    """At most ``limit`` images decoded at once on this node, whoever asks: uploads'
+    previews, training inputs, compute outputs, resized previews, blurhashes.
+
+    One decode may hold up to ``images.MAX_DECODE_BYTES``, so image decoding never holds
+    more than ``limit`` times that. Callers wait for a slot (a decode takes a second at
+    most); the work runs in a thread. A caller cancelled while its decode runs keeps the
+    slot until the thread ends, since a thread cannot be stopped.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_DECODES) -> None:
+        self.limit = limit
+        self._free = asyncio.Semaphore(limit)
+        self.active = 0
+        self.peak = 0  # most decodes seen at once
+        self.done = 0
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._free:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            try:
+                return await asyncio.shield(work)
+            finally:
+                if not work.done():
+                    await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # retrieved: a cancelled caller's error is not lost noise
+                self.active -= 1
+                self.done += 1
 
 
 async def checked_start(chunks: AsyncIterator[bytes], filename: str) -> AsyncIterator[bytes]:

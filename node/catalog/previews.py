@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from node.catalog.ingest_limits import ImageDecodes
+
 PREVIEW_CACHE_BYTES = 256 * 1024 * 1024
 PREVIEW_CONCURRENCY = 2
 
@@ -26,7 +28,9 @@ class PreviewCache:
         root: Path,
         max_bytes: int = PREVIEW_CACHE_BYTES,
         concurrency: int = PREVIEW_CONCURRENCY,
+        decodes: ImageDecodes | None = None,
     ) -> None:
+        self.decodes = decodes or ImageDecodes()  # the node's pool: at most a few decodes
         self.root = root
         self.max_bytes = max_bytes
         self._sizes: OrderedDict[str, int] | None = None  # least recently used first
@@ -55,7 +59,7 @@ class PreviewCache:
         self._making[name] = made
         try:
             async with self._slots:
-                data = await asyncio.to_thread(self._make, name, original, width, resize)
+                data = await self.decodes.run(self._make, name, original, width, resize)
             await self._keep(name, len(data))
             made.set_result(data)
             return data

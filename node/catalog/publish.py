@@ -25,7 +25,7 @@ from node.catalog import schemas
 from node.catalog.detect import Detection, detect
 from node.catalog.hashing import FileHashes, StreamHasher, hash_file_async
 from node.catalog.images import ImageInfo, inspect_image, served_copy
-from node.catalog.ingest_limits import IngestSlots, checked_start
+from node.catalog.ingest_limits import ImageDecodes, IngestSlots, checked_start
 from node.catalog.safetensors import SafetensorsHeader, read_header, refuse_pickle
 from node.catalog.tables import file_details, model_versions, models, version_files
 from node.db import Database
@@ -225,8 +225,10 @@ class Publisher:
         gate: IngestGate | None = None,
         on_stored: Callable[[TorrentMeta, Path, str], None] | None = None,
         slots: IngestSlots | None = None,
+        decodes: ImageDecodes | None = None,
     ) -> None:
         self.slots = slots or IngestSlots()
+        self.decodes = decodes or ImageDecodes()  # every image decode, node-wide
         self.db = db
         self.log = log
         self.store = store
@@ -263,7 +265,7 @@ class Publisher:
         in_place: bool,
     ) -> Published:
         header = await asyncio.to_thread(_checked_header, source, source.name)
-        previews = await asyncio.to_thread(_prepare_previews, images)
+        previews = await self.decodes.run(_prepare_previews, images)
         temp = None if in_place else self.store.temp_path()
         try:
             with self._storing():
@@ -319,7 +321,7 @@ class Publisher:
         images: Sequence[bytes],
         expected_size: int | None,
     ) -> Published:
-        previews = await asyncio.to_thread(_prepare_previews, images)
+        previews = await self.decodes.run(_prepare_previews, images)
         temp = self.store.temp_path()
         guess = piece_length_for(expected_size or 0)
         hasher = StreamHasher(piece_length=guess)
@@ -442,7 +444,7 @@ class Publisher:
         the moderation gate (the node's rating policy, takedown and look-alike holds)."""
         if rating is not None and rating not in schemas.RATINGS:
             raise BadRequest(f"'rating' must be one of {', '.join(schemas.RATINGS)}")
-        info = await asyncio.to_thread(inspect_image, data)
+        info = await self.decodes.run(inspect_image, data)
         if self.gate is not None and (reason := await self.gate.refuse_file(info.sha256)):
             raise Forbidden(reason)
         if await self.log.blocked_among([author.did]):

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from node.catalog.images import MAX_IMAGE_BYTES, inspect_image
+from node.catalog.images import MAX_IMAGE_BYTES, ImageInfo, inspect_image
+from node.catalog.ingest_limits import ImageDecodes
 from node.compute.queue import TrainImage
 from node.errors import BadRequest, PayloadTooLarge
 from node.p2p.filestore import FileStore
@@ -267,13 +268,14 @@ class TrainingInputs:
 
     # --- keeping ---------------------------------------------------------------------
 
-    async def keep(self, store: FileStore, captions: Mapping[str, str]) -> list[TrainImage]:
-        """Decode every image (one in memory at a time), then store each by SHA256."""
+    async def keep(
+        self, store: FileStore, captions: Mapping[str, str], decodes: ImageDecodes
+    ) -> list[TrainImage]:
+        """Decode every image (one at a time, in the node's decode pool), then store each
+        by SHA256."""
         checked = []
         for upload in self.uploads:
-            data = await asyncio.to_thread(upload.path.read_bytes)
-            info = await asyncio.to_thread(inspect_image, data)
-            del data
+            info = await decodes.run(_inspect_file, upload.path)
             checked.append((upload, info, caption_for(upload.name, captions, self.captions)))
         paths = [
             await asyncio.to_thread(store.commit_temp, upload.path, info.sha256)
@@ -285,6 +287,10 @@ class TrainingInputs:
                 await store.add_row(conn, info.sha256, info.size, path, in_place=False)
                 kept.append(TrainImage(upload.name, info.sha256, caption))
         return kept
+
+
+def _inspect_file(path: Path) -> ImageInfo:
+    return inspect_image(path.read_bytes())
 
 
 def caption_for(name: str, captions: Mapping[str, str], zip_captions: Mapping[str, str]) -> str:

@@ -240,7 +240,9 @@ class ResultDesk:
             data = await asyncio.to_thread(path.read_bytes)
             if hashlib.sha256(data).hexdigest().upper() != out.sha256:
                 raise BadRequest(f"output {i}'s bytes do not hash to its SHA256")
-            await asyncio.to_thread(_check_image, data, texts[i], p["width"], p["height"], i)
+            await self.publisher.decodes.run(
+                _check_image, data, texts[i], p["width"], p["height"], i
+            )
             results.append(
                 {
                     "kind": "image",

@@ -79,7 +79,8 @@ async def _multipart_job(
             raise BadRequest("no 'params' part (the job as JSON)")
         if data.get("kind") != "train":
             raise BadRequest("only training jobs take images: set kind to train")
-        images = await received.keep(compute.queue.store, inputs.captions_of(data))
+        captions = inputs.captions_of(data)
+        images = await received.keep(compute.queue.store, captions, compute.decodes)
     finally:
         received.discard()  # synchronous: runs even when the request is cancelled
     data.pop("captions", None)

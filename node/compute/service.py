@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.catalog.ingest_limits import ImageDecodes
 from node.catalog.publish import Publisher
 from node.compute.auth import WorkerAuth
 from node.compute.publishing import OutputPublisher
@@ -34,6 +35,7 @@ class Compute:
     uploads: OutputUploads
     outputs: OutputPublisher
     config: ComputeSection
+    decodes: ImageDecodes  # the node's one image-decode pool (training inputs)
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -71,4 +73,5 @@ def build_compute(
     queue.on_released = desk.discard
     auth = WorkerAuth(node_did)
     outputs = OutputPublisher(queue, desk, publisher, author_key)
-    return Compute(queue, desk, auth, OutputUploads(auth, desk, config), outputs, config)
+    uploads = OutputUploads(auth, desk, config)
+    return Compute(queue, desk, auth, uploads, outputs, config, publisher.decodes)
