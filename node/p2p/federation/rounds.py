@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from node.errors import CivitasError, NotFound
@@ -120,20 +121,34 @@ class SyncRounds:
                 message = f"{type(exc).__name__} while syncing: {exc}"[:500]
             else:
                 await fed._update(peer.did, **_healthy(), **_tallied(tally))
+                _log_recovered(peer)
                 return {"pulled": tally.accepted, **tally.report(), "pushed": pushed}
-            log.warning("sync with a peer failed", extra={"peer": peer.did, "why": message})
             await self._failed(peer, message, **_tallied(tally))
             return {"error": message, **tally.report()}
 
     async def _failed(self, peer: Peer, message: str, **values: Any) -> None:
+        """Back the peer off, and log the change once: it went down, or (backing off
+        further) it is still down, each with the reason and the next try."""
         failures = peer.failures + 1
         now = now_ms()
+        next_try = now + backoff_ms(failures)
+        facts = {
+            "peer": peer.did,
+            "url": peer.url,
+            "why": message,
+            "failures": failures,
+            "next_try": _iso(next_try),
+        }
+        if peer.failures == 0:
+            log.warning("peer down", extra=facts)
+        else:
+            log.info("peer still down, backing off", extra=facts)
         await self.fed._update(
             peer.did,
             last_error=message,
             failures=failures,
             failing_since=peer.failing_since or now,
-            next_try=now + backoff_ms(failures),
+            next_try=next_try,
             **values,
         )
 
@@ -220,6 +235,24 @@ class SyncRounds:
                 return
             if peer.did not in self._push_again:
                 return
+
+
+def _log_recovered(peer: Peer) -> None:
+    if peer.failures:
+        down_s = (now_ms() - (peer.failing_since or now_ms())) / 1000
+        log.info(
+            "peer recovered",
+            extra={
+                "peer": peer.did,
+                "url": peer.url,
+                "failures": peer.failures,
+                "down_s": round(down_s, 1),
+            },
+        )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _healthy() -> dict[str, Any]:
