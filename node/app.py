@@ -122,6 +122,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         ),
     )
     store = FileStore(home.path / "files", db)
+    store.public = CatalogNeeds(db)  # blobs and web seeds serve what a visible record needs
     index = TorrentIndex(db, store)
     engine = (
         TorrentEngine(config.torrent, home.path / "torrents") if config.torrent.enabled else None

@@ -91,6 +91,12 @@ class ServerSection:
         "resized previews, blurhashes); more wait their turn.",
         _positive,
     )
+    max_concurrent_decodes: int = setting(
+        2,
+        "Most images decoded at once (upload previews, training inputs, compute outputs, "
+        "resized previews, blurhashes); more wait their turn.",
+        _positive,
+    )
 
     trusted_proxies: str = setting(
         "",
@@ -282,6 +288,12 @@ class ComputeSection:
     max_train_bytes: int = setting(
         1024 * 1024 * 1024,
         "Most bytes of images (decompressed, zip entries included) one training job may upload.",
+        _positive,
+    )
+    max_input_bytes_per_account: int = setting(
+        2 * 1024 * 1024 * 1024,
+        "Most bytes of training images one member's unfinished jobs may hold on the node; a "
+        "job that would pass it is refused (413) before its images are kept.",
         _positive,
     )
     max_zip_ratio: int = setting(

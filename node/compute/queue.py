@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.compute import fairness, params, resources
+from node.compute.input_files import InputFiles, Pending
 from node.compute.samplers import SAMPLERS
 from node.compute.tables import JOB_KINDS, compute_job_inputs, compute_jobs, compute_workers
 from node.compute.workers import WorkerRegistry, check_kinds
@@ -86,14 +87,38 @@ class JobQueue:
         self.clock = clock
         self.events = JobEvents()
         self.registry = WorkerRegistry(db, lambda: self.clock())
+        self.inputs = InputFiles(db, store, config)
         self.on_released: Callable[[int], Awaitable[None]] | None = None
 
     # --- submission ------------------------------------------------------------------
 
     async def submit(
-        self, user: Any, data: dict[str, Any], images: Sequence[TrainImage] = ()
+        self,
+        user: Any,
+        data: dict[str, Any],
+        images: Sequence[TrainImage] = (),
+        *,
+        pending: Pending | None = None,
     ) -> dict[str, Any]:
-        """Check and queue a job for ``user`` (a local account); returns its description."""
+        """Check and queue a job for ``user`` (a local account); returns its description.
+
+        ``pending`` training images are kept only once everything else passed (the
+        parameters, the base model, the member's quota); if the job is refused after
+        that, the files kept for it are deleted again."""
+        if pending is None:
+            return await self._submit(user, data, images)
+        spec = self._spec(data, pending.count)
+        async with self.db.read() as conn:
+            await self._resolve(conn, data.get("kind", "generate"), spec)
+            await self.inputs.check_quota(conn, user.id, pending.size)
+        kept = await pending.keep()
+        try:
+            return await self._submit(user, data, kept)
+        except BaseException:
+            await asyncio.shield(self.inputs.forget({image.sha256 for image in kept}))
+            raise
+
+    def _spec(self, data: dict[str, Any], images: int) -> params.JobSpec:
         if not self.config.enabled:
             raise Forbidden("this node does not run compute jobs (compute.enabled is false)")
         kind = data.get("kind", "generate")
@@ -101,30 +126,39 @@ class JobQueue:
         if kind == "generate":
             if images:
                 raise BadRequest("a generation job takes no images")
-            spec = params.check_generate(
+            return params.check_generate(
                 data, samplers=SAMPLERS, max_pixels=self.config.max_pixels, fresh_seed=fresh
             )
-        elif kind == "train":
-            spec = params.check_train(
-                data,
-                images=len(images),
-                max_images=self.config.max_train_images,
-                fresh_seed=fresh,
+        if kind == "train":
+            return params.check_train(
+                data, images=images, max_images=self.config.max_train_images, fresh_seed=fresh
             )
+        raise BadRequest(f"'kind' must be one of {', '.join(JOB_KINDS)}")
+
+    async def _resolve(
+        self, conn: AsyncConnection, kind: str, spec: params.JobSpec
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """The base model version and the files a worker fetches, or why not."""
+        base = await resources.resolve(conn, spec.version, "model_version_id")
+        files = [base.file_entry("checkpoint")]
+        if kind == "generate":
+            resources.check_generation(base, "checkpoint")
+            for lora in spec.loras:
+                found = await resources.resolve(conn, lora.version, "loras")
+                resources.check_generation(found, "lora")
+                files.append(found.file_entry("lora", lora.weight))
         else:
-            raise BadRequest(f"'kind' must be one of {', '.join(JOB_KINDS)}")
+            resources.check_training(base)
+        return base, files
+
+    async def _submit(
+        self, user: Any, data: dict[str, Any], images: Sequence[TrainImage]
+    ) -> dict[str, Any]:
+        kind = data.get("kind", "generate")
+        spec = self._spec(data, len(images))
         now = self.clock()
         async with self.db.write() as conn:
-            base = await resources.resolve(conn, spec.version, "model_version_id")
-            files = [base.file_entry("checkpoint")]
-            if kind == "generate":
-                resources.check_generation(base, "checkpoint")
-                for lora in spec.loras:
-                    found = await resources.resolve(conn, lora.version, "loras")
-                    resources.check_generation(found, "lora")
-                    files.append(found.file_entry("lora", lora.weight))
-            else:
-                resources.check_training(base)
+            base, files = await self._resolve(conn, kind, spec)
             job_id = await conn.scalar(
                 compute_jobs.insert()
                 .values(
@@ -462,11 +496,13 @@ class JobQueue:
         return len(changed)
 
     async def _released(self, job_ids: Sequence[int]) -> None:
-        """No worker holds these jobs now: tell watchers, drop half-delivered outputs."""
+        """No worker holds these jobs now: tell watchers, drop half-delivered outputs, and
+        the training inputs of those that ended."""
         for job_id in job_ids:
             self.events.notify(job_id)
             if self.on_released is not None:
                 await self.on_released(job_id)
+        await self.inputs.release(job_ids)
 
     async def input_path(self, job_id: int, did: str, sha256: str) -> Any:
         """A training image of a job this worker holds."""

@@ -227,6 +227,7 @@ class ResultDesk:
             await self.queue.held(conn, job_id, did)
             await self._mark_done(conn, row, did, len(outputs), results)
         self.queue.events.notify(job_id)
+        await self.queue.inputs.release([job_id])  # its training images are not needed now
         return {"state": "done", "results": results}
 
     async def _check_images(

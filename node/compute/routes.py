@@ -12,7 +12,8 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from node.compute import inputs
-from node.compute.queue import FINISHED, TrainImage
+from node.compute.input_files import Pending
+from node.compute.queue import FINISHED
 from node.compute.results import check_sha256
 from node.compute.service import Compute
 from node.errors import BadRequest, NotFound, PayloadTooLarge
@@ -42,49 +43,55 @@ def _user(request: web.Request) -> Any:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    """A JSON generation job, or multipart: ``params`` (JSON), ``image`` parts, ``zip``."""
+    """A JSON generation job, or multipart: ``params`` (JSON), ``image`` parts, ``zip``.
+
+    Training images are received to temp files, and kept only once the job passed every
+    check (:class:`~node.compute.input_files.Pending`); whatever is refused leaves nothing.
+    """
     user = _user(request)
     compute = request.app[COMPUTE]
-    if request.content_type.startswith("multipart/"):
-        data, images = await _multipart_job(request, compute)
-    else:
-        data, images = await read_json(request), []
-    return json_ok(await compute.queue.submit(user, data, images), status=201)
-
-
-async def _multipart_job(
-    request: web.Request, compute: Compute
-) -> tuple[dict[str, Any], list[TrainImage]]:
-    reader = await request.multipart()
-    data: dict[str, Any] | None = None
+    if not request.content_type.startswith("multipart/"):
+        return json_ok(await compute.queue.submit(user, await read_json(request)), status=201)
     config = compute.config
     limits = inputs.InputLimits(
         config.max_train_images, config.max_train_bytes, config.max_zip_ratio
     )
     received = inputs.TrainingInputs(compute.queue.store.tmp, limits)
     try:
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise BadRequest("nested multipart is not supported")
-            if part.name == "params":
-                data = _params_part(await _read_part(part, MAX_PARAMS_BYTES))
-            elif part.name == "image":
-                name = part.filename or f"image{len(received.uploads)}.png"
-                await received.add_image_part(name, part.read_chunk)
-            elif part.name == "zip":
-                await received.add_zip_part(part.read_chunk)
-            else:
-                raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
-        if data is None:
-            raise BadRequest("no 'params' part (the job as JSON)")
-        if data.get("kind") != "train":
-            raise BadRequest("only training jobs take images: set kind to train")
+        data = await _multipart_job(request, received)
         captions = inputs.captions_of(data)
-        images = await received.keep(compute.queue.store, captions, compute.decodes)
+        data.pop("captions", None)
+        pending = Pending(
+            count=len(received.uploads),
+            size=sum(upload.size for upload in received.uploads),
+            keep=lambda: received.keep(compute.queue.store, captions, compute.decodes),
+        )
+        job = await compute.queue.submit(user, data, pending=pending)
     finally:
         received.discard()  # synchronous: runs even when the request is cancelled
-    data.pop("captions", None)
-    return data, images
+    return json_ok(job, status=201)
+
+
+async def _multipart_job(request: web.Request, received: inputs.TrainingInputs) -> dict[str, Any]:
+    reader = await request.multipart()
+    data: dict[str, Any] | None = None
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart is not supported")
+        if part.name == "params":
+            data = _params_part(await _read_part(part, MAX_PARAMS_BYTES))
+        elif part.name == "image":
+            name = part.filename or f"image{len(received.uploads)}.png"
+            await received.add_image_part(name, part.read_chunk)
+        elif part.name == "zip":
+            await received.add_zip_part(part.read_chunk)
+        else:
+            raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
+    if data is None:
+        raise BadRequest("no 'params' part (the job as JSON)")
+    if data.get("kind") != "train":
+        raise BadRequest("only training jobs take images: set kind to train")
+    return data
 
 
 async def _read_part(part: BodyPartReader, limit: int) -> bytes:

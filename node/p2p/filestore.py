@@ -23,9 +23,10 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,6 +38,13 @@ from node.p2p.tables import blobs, downloads, wanted_files
 
 log = logging.getLogger("civitas.files")
 HASH_BLOCK = 4 * 1024 * 1024
+
+
+class PublicFiles(Protocol):
+    """Which stored files a visible record needs (the catalog implements it; app.py wires
+    it): only those are handed to anyone who asks, never a private file (training inputs)."""
+
+    async def shown_among(self, sha256s: Sequence[str]) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class FileStore:
         self.stamps: dict[str, tuple[int, int]] = {}  # in place: (size, mtime_ns) verified
         self.changed: dict[str, str] = {}  # in place: SHA256 -> why it is no longer served
         self.on_changed: Callable[[str], Awaitable[None]] | None = None  # stop its torrent
+        self.public: PublicFiles | None = None  # None: every stored file is public
 
     def prepare(self) -> None:
         """Make the temp folder and prove it writable, or say which folder and why not."""
@@ -117,6 +126,12 @@ class FileStore:
         if row is None:
             return None
         return StoredFile(row.sha256, row.size, Path(row.path), row.in_place)
+
+    async def public_path(self, sha256: str) -> Path | None:
+        """Where the file lies, if it may be served to anyone: a visible record needs it."""
+        if self.public is not None and not await self.public.shown_among([sha256.upper()]):
+            return None
+        return await self.local_path(sha256)
 
     async def local_path(self, sha256: str) -> Path | None:
         """Where the file lies, if this node has it, it is still there and (in place)

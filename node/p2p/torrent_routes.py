@@ -121,7 +121,7 @@ async def torrent(request: web.Request) -> web.Response:
 async def webseed(request: web.Request) -> web.StreamResponse:
     index = request.app[TORRENT_INDEX]
     await index.check(request.match_info["sha256"])
-    path = await index.store.local_path(request.match_info["sha256"])
+    path = await index.store.public_path(request.match_info["sha256"])
     if path is None:
         raise NotFound("this node does not hold that file")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})

@@ -49,7 +49,7 @@ async def one_record(request: web.Request) -> web.Response:
 
 async def blob(request: web.Request) -> web.StreamResponse:
     sha256 = request.match_info["sha256"]
-    path = await request.app[FEDERATION].store.local_path(sha256) if HEX64.match(sha256) else None
+    path = await request.app[FEDERATION].store.public_path(sha256) if HEX64.match(sha256) else None
     if path is None:
         raise NotFound("this node does not hold that file")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
