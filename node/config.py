@@ -91,12 +91,6 @@ class ServerSection:
         "resized previews, blurhashes); more wait their turn.",
         _positive,
     )
-    max_concurrent_decodes: int = setting(
-        2,
-        "Most images decoded at once (upload previews, training inputs, compute outputs, "
-        "resized previews, blurhashes); more wait their turn.",
-        _positive,
-    )
 
     trusted_proxies: str = setting(
         "",
