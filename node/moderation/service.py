@@ -28,6 +28,7 @@ from node.db import Database
 from node.errors import BadRequest, CivitasError, Conflict, Forbidden, NotFound
 from node.moderation import proof, schemas
 from node.moderation.enforcement import Enforcer, audit, queue_review, resolve
+from node.moderation.list_pages import MAX_LIST_PAGES, read_list_page
 from node.moderation.schemas import Target
 from node.moderation.tables import (
     audit_log,
@@ -839,36 +840,34 @@ class ModerationService:
             ).first()
         if sub is None or not sub.url:
             return 0
-        cursor, new = sub.cursor, 0
+        cursor, new, skipped = sub.cursor, 0, []
         try:
-            while True:
-                page = json.loads(
-                    await get_capped(
-                        f"{sub.url}/moderation/v1/takedowns?after={cursor}&limit={LIST_PAGE}",
-                        MAX_LIST_BYTES,
-                    )
+            for _ in range(MAX_LIST_PAGES):  # the rest next poll
+                page = read_list_page(
+                    json.loads(
+                        await get_capped(
+                            f"{sub.url}/moderation/v1/takedowns?after={cursor}&limit={LIST_PAGE}",
+                            MAX_LIST_BYTES,
+                        )
+                    ),
+                    did,
+                    sub.url,
+                    cursor,
                 )
-                if page.get("node") != did:
-                    raise PeerError(f"{sub.url} now serves the list of {page.get('node')}")
-                batch: list[Record] = []
-                for entry in page["entries"]:
-                    decision = verify_record(bytes.fromhex(entry["decision"]))
-                    if decision.author != did or decision.type != schemas.DECISION:
-                        raise PeerError(f"{sub.url} listed a record not signed by {did}")
-                    if entry.get("notice"):
-                        batch.append(verify_record(bytes.fromhex(entry["notice"])))
-                    batch.append(decision)
-                    cursor = max(cursor, int(entry["seq"]))
-                if batch:
-                    appended = await self.log.accept_verified(batch, source=did)
+                for why in page.skipped:
+                    log.warning("takedown list entry left out", extra={"node": did, "why": why})
+                skipped += page.skipped
+                if page.records:
+                    appended = await self.log.accept_verified(page.records, source=did)
                     new += sum(1 for a in appended if a.new and a.record.type == schemas.DECISION)
+                cursor = page.cursor
                 async with self.db.write() as conn:
                     await conn.execute(
                         subscriptions.update()
                         .where(subscriptions.c.did == did)
-                        .values(cursor=cursor, last_error=None)
+                        .values(cursor=cursor, last_error=skipped[-1][:2000] if skipped else None)
                     )
-                if page.get("next") is None:
+                if not page.more:
                     break
         except (CivitasError, ValueError, KeyError, TypeError) as exc:
             message = getattr(exc, "message", None) or str(exc)
