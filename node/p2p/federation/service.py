@@ -368,14 +368,24 @@ class Federation:
     # --- pull and push --------------------------------------------------------------------
 
     async def _learn_torrent_address(self, peer: Peer) -> None:
-        """The peer's BitTorrent address, for magnets' peer hints (best effort)."""
+        """The peer's BitTorrent address, for magnets' peer hints. Best effort, but a
+        peer that does not answer within the per-request timeout fails its turn (and is
+        backed off): a stall would otherwise cost every round that long, for ever."""
+        wait = self.limits.request_timeout_s
         try:
-            async with asyncio.timeout(self.limits.request_timeout_s):
-                body = await self._get(
-                    f"{peer.url}/.well-known/civitas", 64 * 1024, self._public_only(peer)
+            async with asyncio.timeout(wait):
+                body = await get_capped(
+                    f"{peer.url}/.well-known/civitas",
+                    64 * 1024,
+                    aiohttp.ClientTimeout(total=None, connect=min(10.0, wait)),
+                    public_only=self._public_only(peer),
                 )
             info = json.loads(body)
-        except (PeerError, ValueError, TimeoutError):
+        except TimeoutError:
+            raise PeerError(
+                f"{peer.url} sent no /.well-known/civitas answer within {wait:g} s"
+            ) from None
+        except (PeerError, ValueError):  # an answer, if a bad one: the pull tells more
             return
         hint = info.get("bittorrent") if isinstance(info, dict) else None
         if isinstance(hint, str) and 0 < len(hint) <= 300 and ":" in hint:

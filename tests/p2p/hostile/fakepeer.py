@@ -9,6 +9,7 @@ counts every request by path, so a test can bound what the node under test asked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ from tests.p2p.hostile import forger
 
 RECORDS = "/federation/v1/records"
 INBOX = "/federation/v1/inbox"
+WELL_KNOWN = "/.well-known/civitas"
+BLOBS = "/federation/v1/blobs/"
 
 MODES = {
     "good": "serves its log honestly",
@@ -65,6 +68,12 @@ class FakePeer:
         self.release = asyncio.Event()  # lets a stalled page go
         self.got_push = asyncio.Event()
         self.trickle_s = 0.05
+        # Besides the records pages, whatever the mode:
+        self.stall_well_known = False  # /.well-known never answers (until released)
+        self.refuse_pushes = False  # the inbox answers 403: this node is not its peer
+        self.blob_stall_s = 0.0  # each blob answer waits this long before its first byte
+        self.blobs: dict[str, bytes] = {}  # files it serves, by uppercase SHA256
+        self.blobs_asked: Counter[str] = Counter()
         self.epoch = "fake-epoch"
         self._pages = 0
         self._junk: dict[int, bytes] = {}
@@ -78,9 +87,10 @@ class FakePeer:
 
     async def start(self) -> FakePeer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/.well-known/civitas", self._well_known)
+        app.router.add_get(WELL_KNOWN, self._well_known)
         app.router.add_get(RECORDS, self._page)
         app.router.add_post(INBOX, self._inbox)
+        app.router.add_get(BLOBS + "{sha256}", self._blob)
         app.middlewares.append(self._count)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -101,6 +111,8 @@ class FakePeer:
         return await handler(request)  # type: ignore[no-any-return]
 
     async def _well_known(self, request: web.Request) -> web.Response:
+        if self.stall_well_known:
+            await self.release.wait()
         return web.json_response(
             {
                 "did": self.did,
@@ -112,11 +124,25 @@ class FakePeer:
 
     async def _inbox(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.refuse_pushes:
+            return web.json_response(
+                {"error": "forbidden", "message": "not a peer of this node"}, status=403
+            )
         self._verifier.verify(request.method, request.path_qs, body, request.headers)
         batch = wire.decode_batch(body)
         self.pushed += batch
         self.got_push.set()
         return web.json_response({"accepted": len(batch), "rejected": []})
+
+    async def _blob(self, request: web.Request) -> web.Response:
+        sha256 = request.match_info["sha256"].upper()
+        self.blobs_asked[sha256] += 1
+        if self.blob_stall_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.blob_stall_s)
+        if sha256 not in self.blobs:
+            return web.json_response({"error": "not_found", "message": "no such file"}, status=404)
+        return web.Response(body=self.blobs[sha256], content_type="application/octet-stream")
 
     # --- the records pages -----------------------------------------------------------------
 
