@@ -150,6 +150,11 @@ async def sync_now(request: web.Request, form: Mapping[str, Any]) -> list[str]:
     messages += [
         f"{names.get(did, did)}: {r['error']}" for did, r in report.items() if "error" in r
     ]
+    messages += [
+        f"{names.get(did, did)}: pushes failing (its pulls go on): {r['push_error']}"
+        for did, r in report.items()
+        if "push_error" in r
+    ]
     return messages
 
 

@@ -50,6 +50,8 @@ def describe_peer(p: dict[str, Any]) -> str:
         state = f"failing since {since} UTC: {p['last_error']}"
     else:
         state = "connected"
+    if p.get("push_error"):  # pushes back off on their own; the pulls go on
+        state += f"; pushes failing: {p['push_error']}"
     refused = p.get("last_refused") or {}
     reasons = ", ".join(f"{why} {n}" for why, n in sorted(refused.items()))
     last = f"last round: {p.get('last_accepted', 0)} accepted, {sum(refused.values())} refused"

@@ -8,6 +8,10 @@ failure: logged with the peer named, kept as its ``last_error``, backed off; nev
 end of the round for the others. News is pushed by a separate loop, again one task per
 peer, so a slow pull or a slow peer delays no push to the others. Removing or blocking
 a peer cancels its running turn and push.
+
+A push that fails (the peer refuses it: it never added this node, say) is not a failure
+of the pull: it is reported (``push_error``) and retried with its own backoff, kept in
+memory (:class:`PushState`), while the pulls from that peer go on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import functools
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,15 @@ def backoff_ms(failures: int) -> int:
     return min(3600, 5 * 2 ** max(0, failures - 1)) * 1000
 
 
+@dataclass(frozen=True)
+class PushState:
+    """Pushes to one peer that failed in a row: the last error, and when to try again."""
+
+    failures: int
+    error: str
+    next_try: int
+
+
 def _forget(tasks: dict[str, Any], did: str, task: asyncio.Task[Any]) -> None:
     if tasks.get(did) is task:
         del tasks[did]
@@ -52,6 +66,7 @@ class SyncRounds:
         self._turns: dict[str, asyncio.Task[dict[str, Any]]] = {}  # running turns, by did
         self._pushes: dict[str, asyncio.Task[None]] = {}  # running push-loop pushes
         self._push_again: set[str] = set()
+        self.push_state: dict[str, PushState] = {}  # peers whose pushes are failing
         self._loops: list[asyncio.Task[None]] = []
 
     # --- rounds ---------------------------------------------------------------------------
@@ -74,7 +89,7 @@ class SyncRounds:
             if not force and peer.next_try is not None and peer.next_try > now:
                 report[peer.did] = {"skipped": "backing off after errors"}
                 continue
-            turns[peer.did] = self._start_turn(peer)
+            turns[peer.did] = self._start_turn(peer, force)
         results = await asyncio.gather(
             *(asyncio.shield(t) for t in turns.values()), return_exceptions=True
         )
@@ -87,18 +102,20 @@ class SyncRounds:
                 report[did] = result
         return report
 
-    def _start_turn(self, peer: Peer) -> asyncio.Task[dict[str, Any]]:
+    def _start_turn(self, peer: Peer, force: bool = False) -> asyncio.Task[dict[str, Any]]:
         task = self._turns.get(peer.did)
         if task is None or task.done():
-            task = asyncio.create_task(self._turn(peer), name=f"federation-turn {peer.did}")
+            task = asyncio.create_task(self._turn(peer, force), name=f"federation-turn {peer.did}")
             self._turns[peer.did] = task
             task.add_done_callback(functools.partial(_forget, self._turns, peer.did))
         return task
 
-    async def _turn(self, peer: Peer) -> dict[str, Any]:
-        """Pull from, then push to, one peer within its budgets."""
+    async def _turn(self, peer: Peer, force: bool = False) -> dict[str, Any]:
+        """Pull from, then push to, one peer within its budgets. The pull's failure is
+        the turn's; the push's is reported apart and backed off on its own."""
         fed, limits = self.fed, self.fed.limits
         tally = RoundTally()
+        pushed: dict[str, Any] = {}  # set once the pull is done
         async with self._slots:
             deadline = asyncio.timeout(limits.round_time_s)
             try:
@@ -106,7 +123,8 @@ class SyncRounds:
                     if not peer.explicit and not fed.auto_connect_private:
                         await refuse_private(peer.url)  # announced, not named: public only
                     await fed.pull(peer, limits, tally)
-                    pushed = await fed.push(peer)
+                    pushed = {"pushed": 0}
+                    pushed = await self._push_in_turn(peer, force)
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -114,17 +132,57 @@ class SyncRounds:
                     f"{peer.url}: its turn took over {limits.round_time_s:g} s"
                     " (federation.pull_round_time_s)"
                 )
+                if pushed:  # the pull was done: the push ran out of the turn's time
+                    pushed = self._push_failed(peer, message)
             except CivitasError as exc:
                 message = exc.message
             except Exception as exc:  # one peer's failure, never the round's
                 log.exception("sync with a peer failed", extra={"peer": peer.did})
                 message = f"{type(exc).__name__} while syncing: {exc}"[:500]
-            else:
+                if pushed:
+                    pushed = self._push_failed(peer, message)
+            if pushed:
                 await fed._update(peer.did, **_healthy(), **_tallied(tally))
                 _log_recovered(peer)
-                return {"pulled": tally.accepted, **tally.report(), "pushed": pushed}
+                return {"pulled": tally.accepted, **tally.report(), **pushed}
             await self._failed(peer, message, **_tallied(tally))
             return {"error": message, **tally.report()}
+
+    async def _push_in_turn(self, peer: Peer, force: bool) -> dict[str, Any]:
+        """The turn's push, unless pushes to this peer are backing off (``force``: even
+        then); what to report of it."""
+        state = self.push_state.get(peer.did)
+        if state is not None and not force and state.next_try > now_ms():
+            return {"pushed": 0, "push_error": state.error}
+        try:
+            count = await self.fed.push(peer)
+        except CivitasError as exc:
+            return self._push_failed(peer, exc.message)
+        self._push_ok(peer)
+        return {"pushed": count}
+
+    def _push_failed(self, peer: Peer, message: str) -> dict[str, Any]:
+        """Back off the pushes to ``peer`` (5 s, 10 s … an hour), not its pulls; logged
+        when they start failing, then as the backoff grows."""
+        previous = self.push_state.get(peer.did)
+        failures = (previous.failures if previous else 0) + 1
+        next_try = now_ms() + backoff_ms(failures)
+        self.push_state[peer.did] = PushState(failures, message, next_try)
+        facts = {"peer": peer.did, "url": peer.url, "why": message, "next_try": _iso(next_try)}
+        if previous is None:
+            log.warning("pushes to a peer failing (its pulls go on)", extra=facts)
+        else:
+            log.info("pushes to a peer still failing, backing off", extra=facts)
+        return {"pushed": 0, "push_error": message}
+
+    def _push_ok(self, peer: Peer) -> None:
+        if self.push_state.pop(peer.did, None) is not None:
+            log.info("pushes to a peer recovered", extra={"peer": peer.did, "url": peer.url})
+
+    def pushes_due(self, did: str) -> bool:
+        """Whether pushes to ``did`` may be tried now (not backing off)."""
+        state = self.push_state.get(did)
+        return state is None or state.next_try <= now_ms()
 
     async def _failed(self, peer: Peer, message: str, **values: Any) -> None:
         """Back the peer off, and log the change once: it went down, or (backing off
@@ -197,6 +255,8 @@ class SyncRounds:
                         continue
                     if peer.next_try is not None and peer.next_try > now_ms():
                         continue  # failing: the pull loop retries it, with backoff
+                    if not self.pushes_due(peer.did):
+                        continue  # pushes refused lately: tried again after their backoff
                     running = self._pushes.get(peer.did)
                     if running is not None and not running.done():
                         self._push_again.add(peer.did)  # once more when it is done
@@ -222,7 +282,7 @@ class SyncRounds:
                 raise
             except NotFound:
                 return  # removed meanwhile
-            except Exception as exc:  # this peer's failure only
+            except Exception as exc:  # this peer's pushes only: its pulls go on
                 if isinstance(exc, CivitasError):
                     message = exc.message
                 elif isinstance(exc, TimeoutError):
@@ -230,9 +290,9 @@ class SyncRounds:
                 else:
                     log.exception("push to a peer failed", extra={"peer": peer.did})
                     message = f"{type(exc).__name__} while pushing: {exc}"[:500]
-                with contextlib.suppress(NotFound):
-                    await self._failed(await fed.peer(peer.did), message)
+                self._push_failed(peer, message)
                 return
+            self._push_ok(peer)
             if peer.did not in self._push_again:
                 return
 

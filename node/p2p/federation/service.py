@@ -16,6 +16,7 @@ pushes to the others. Removing or blocking a peer cancels its running turn.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -87,6 +88,8 @@ class Peer:
     explicit: bool = True
     last_accepted: int = 0  # new records in the last round's pull
     last_refused: dict[str, int] = field(default_factory=dict)  # and refused, by reason
+    push_error: str | None = None  # pushes failing (this process): the last error
+    push_next_try: int | None = None  # and when they are tried again
 
     def public(self) -> dict[str, Any]:
         return {**self.__dict__, "behind": max(0, self.their_high - self.cursor)}
@@ -224,11 +227,20 @@ class Federation:
             row = (await conn.execute(sa.select(peers).where(peers.c.did == did))).first()
         if row is None:
             raise NotFound(f"{did} is not a peer of this node")
-        return _peer(row)
+        return self._with_pushes(_peer(row))
 
     async def list_peers(self) -> list[Peer]:
         async with self.db.read() as conn:
-            return [_peer(r) for r in await conn.execute(sa.select(peers).order_by(peers.c.added))]
+            rows = await conn.execute(sa.select(peers).order_by(peers.c.added))
+            return [self._with_pushes(_peer(r)) for r in rows]
+
+    def _with_pushes(self, peer: Peer) -> Peer:
+        """The peer, with the state of pushes to it if they are failing (kept apart from
+        the pulls': a refused push never backs off a pull)."""
+        state = self.rounds.push_state.get(peer.did)
+        if state is None:
+            return peer
+        return dataclasses.replace(peer, push_error=state.error, push_next_try=state.next_try)
 
     async def peer_urls(self) -> list[str]:
         """Where this node's peers are: other places to find a file."""
@@ -240,6 +252,7 @@ class Federation:
         if gone.rowcount == 0:
             raise NotFound(f"{did} is not a peer of this node")
         self.rounds.stop_peer(did)
+        self.rounds.push_state.pop(did, None)
         self._budgets.pop(did, None)
 
     async def trusted_peer(self, did: str) -> Peer:
