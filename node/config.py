@@ -278,6 +278,9 @@ class ComputeSection:
     per_requester_running: int = setting(
         2, "Most jobs of one requester leased or running at once.", _positive
     )
+    max_queued_per_account: int = setting(
+        50, "Most jobs one member may have waiting in the queue (more: 429).", _positive
+    )
     max_train_images: int = setting(200, "Most images in one training job.", _positive)
     max_train_bytes: int = setting(
         1024 * 1024 * 1024,

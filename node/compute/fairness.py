@@ -73,17 +73,25 @@ def pick(
 
 def why_nothing(jobs: Sequence[Queued], caps: Capabilities, capped: Collection[int]) -> str:
     """Why none of the queued ``jobs`` fits this worker, e.g. "3 queued jobs: 2 need …"."""
-    if not jobs:
+    return why_nothing_counted([(job, 1) for job in jobs], caps, capped)
+
+
+def why_nothing_counted(
+    groups: Sequence[tuple[Queued, int]], caps: Capabilities, capped: Collection[int]
+) -> str:
+    """:func:`why_nothing` over groups of alike jobs: a job standing for ``n`` of them."""
+    total = sum(n for _, n in groups)
+    if not total:
         return "the queue is empty"
     kinds: dict[str, int] = defaultdict(int)
     too_big = waiting = 0
-    for job in jobs:
+    for job, n in groups:
         if job.kind not in caps.kinds:
-            kinds[job.kind] += 1
+            kinds[job.kind] += n
         elif job.pixels > caps.max_pixels:
-            too_big += 1
+            too_big += n
         elif job.requester in capped:
-            waiting += 1
+            waiting += n
     runs = ", ".join(sorted(caps.kinds)) or "nothing"
     parts = [
         f"{n} is a {kind} job and you only run {runs}"
@@ -99,5 +107,4 @@ def why_nothing(jobs: Sequence[Queued], caps: Capabilities, capped: Collection[i
             f"{waiting} {'waits' if waiting == 1 else 'wait'} until their requester's running "
             "jobs finish (compute.per_requester_running)"
         )
-    total = len(jobs)
     return f"{total} queued job{'' if total == 1 else 's'}: {', '.join(parts)}"

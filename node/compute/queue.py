@@ -21,20 +21,21 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from node.compute import fairness, params, resources
+from node.compute import fairness, params, resources, turns
 from node.compute.input_files import InputFiles, Pending
 from node.compute.samplers import SAMPLERS
 from node.compute.tables import JOB_KINDS, compute_job_inputs, compute_jobs, compute_workers
 from node.compute.workers import WorkerRegistry, check_kinds
 from node.config import ComputeSection
 from node.db import Database
-from node.errors import BadRequest, Conflict, Forbidden, NotFound
+from node.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from node.http import Principal
 from node.p2p.filestore import FileStore
 
 ACTIVE = ("leased", "running")
 FINISHED = ("done", "failed", "cancelled", "expired")
 MAX_WORKER_NAME = 64
+QUEUE_FULL_RETRY_S = 60
 
 
 def now_ms() -> int:
@@ -68,8 +69,31 @@ class JobEvents:
         return True
 
 
-def _queued(row: Any) -> fairness.Queued:
-    return fairness.Queued(row.id, row.requester_id, row.created, row.kind, row.pixels)
+def _described(row: Any, position: int | None) -> dict[str, Any]:
+    """A job as its requester sees it; ``position``: its place in the queue, if queued."""
+    files = json.loads(row.files)
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "state": row.state,
+        "position": position,
+        "params": json.loads(row.params),
+        "model_version_id": files[0]["model_version_id"],
+        "loras": [
+            {"model_version_id": f["model_version_id"], "weight": f["weight"]}
+            for f in files
+            if f["role"] == "lora"
+        ],
+        "progress": json.loads(row.progress),
+        "attempts": row.attempts,
+        "failures": row.failures,
+        "error": row.error,
+        "results": json.loads(row.results),
+        "worker": row.worker,
+        "created": row.created,
+        "updated": row.updated,
+        "finished": row.finished,
+    }
 
 
 class JobQueue:
@@ -110,6 +134,7 @@ class JobQueue:
         spec = self._spec(data, pending.count)
         async with self.db.read() as conn:
             await self._resolve(conn, data.get("kind", "generate"), spec)
+            await self._check_queued(conn, user.id)
             await self.inputs.check_quota(conn, user.id, pending.size)
         kept = await pending.keep()
         try:
@@ -135,6 +160,22 @@ class JobQueue:
             )
         raise BadRequest(f"'kind' must be one of {', '.join(JOB_KINDS)}")
 
+    async def _check_queued(self, conn: AsyncConnection, user_id: int) -> None:
+        """A member may have at most ``compute.max_queued_per_account`` jobs waiting."""
+        cap = self.config.max_queued_per_account
+        waiting = await conn.scalar(
+            sa.select(sa.func.count()).where(
+                compute_jobs.c.requester_id == user_id, compute_jobs.c.state == "queued"
+            )
+        )
+        if (waiting or 0) >= cap:
+            raise TooManyRequests(
+                f"you have {waiting} jobs waiting, the most one member may queue "
+                f"(compute.max_queued_per_account = {cap}): wait until one is taken or "
+                "cancel one",
+                retry_after=QUEUE_FULL_RETRY_S,
+            )
+
     async def _resolve(
         self, conn: AsyncConnection, kind: str, spec: params.JobSpec
     ) -> tuple[Any, list[dict[str, Any]]]:
@@ -159,6 +200,7 @@ class JobQueue:
         now = self.clock()
         async with self.db.write() as conn:
             base, files = await self._resolve(conn, kind, spec)
+            await self._check_queued(conn, user.id)
             job_id = await conn.scalar(
                 compute_jobs.insert()
                 .values(
@@ -212,60 +254,11 @@ class JobQueue:
             query = query.where(compute_jobs.c.requester_id == who.user.id)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-            return [await self._describe(conn, row) for row in rows]
-
-    async def _position(self, conn: AsyncConnection, row: Any) -> int | None:
-        """1-based place in the round-robin order, if nothing else arrived."""
-        if row.state != "queued":
-            return None
-        queued = [_queued(r) for r in await self._queued_rows(conn)]
-        order = fairness.round_robin(queued, await self._last_leases(conn))
-        return next((i + 1 for i, job in enumerate(order) if job.id == row.id), None)
+            places = await turns.positions(conn, rows)
+        return [_described(row, places.get(row.id)) for row in rows]
 
     async def _describe(self, conn: AsyncConnection, row: Any) -> dict[str, Any]:
-        files = json.loads(row.files)
-        return {
-            "id": row.id,
-            "kind": row.kind,
-            "state": row.state,
-            "position": await self._position(conn, row),
-            "params": json.loads(row.params),
-            "model_version_id": files[0]["model_version_id"],
-            "loras": [
-                {"model_version_id": f["model_version_id"], "weight": f["weight"]}
-                for f in files
-                if f["role"] == "lora"
-            ],
-            "progress": json.loads(row.progress),
-            "attempts": row.attempts,
-            "failures": row.failures,
-            "error": row.error,
-            "results": json.loads(row.results),
-            "worker": row.worker,
-            "created": row.created,
-            "updated": row.updated,
-            "finished": row.finished,
-        }
-
-    async def _queued_rows(self, conn: AsyncConnection) -> list[Any]:
-        return list(
-            (
-                await conn.execute(
-                    sa.select(compute_jobs)
-                    .where(compute_jobs.c.state == "queued")
-                    .order_by(compute_jobs.c.created, compute_jobs.c.id)
-                    .limit(2000)
-                )
-            ).all()
-        )
-
-    async def _last_leases(self, conn: AsyncConnection) -> dict[int, int]:
-        rows = await conn.execute(
-            sa.select(compute_jobs.c.requester_id, sa.func.max(compute_jobs.c.leased_at))
-            .where(compute_jobs.c.leased_at.is_not(None))
-            .group_by(compute_jobs.c.requester_id)
-        )
-        return {requester: int(when) for requester, when in rows}
+        return _described(row, (await turns.positions(conn, [row])).get(row.id))
 
     # --- cancelling --------------------------------------------------------------------
 
@@ -315,27 +308,14 @@ class JobQueue:
             await conn.execute(
                 compute_workers.update().where(compute_workers.c.did == did).values(last_seen=now)
             )
-            queued = [_queued(r) for r in await self._queued_rows(conn)]
-            if not worker.serves_all:  # a member's worker takes its member's jobs only
-                others = len(queued)
-                queued = [job for job in queued if job.requester == worker.owner_id]
-                others -= len(queued)
+            owner = None if worker.serves_all else worker.owner_id  # a member's: theirs
             capped = await self._capped(conn)
-            chosen = fairness.pick(
-                queued, caps, await self._last_leases(conn), capped, worker.owner_id
-            )
+            chosen = await turns.next_job(conn, caps, capped, owner, worker.owner_id)
             if chosen is None:
-                reason = fairness.why_nothing(queued, caps, capped)
-                if not worker.serves_all and others and not queued:
-                    reason = (
-                        f"{others} queued job{'' if others == 1 else 's'}, none of your own: "
-                        "a member's worker serves only its owner's jobs until an admin makes "
-                        "it a node worker"
-                    )
-                return {"job": None, "reason": reason}
+                return {"job": None, "reason": await self._why_nothing(conn, caps, capped, owner)}
             await conn.execute(
                 compute_jobs.update()
-                .where(compute_jobs.c.id == chosen.id, compute_jobs.c.state == "queued")
+                .where(compute_jobs.c.id == chosen, compute_jobs.c.state == "queued")
                 .values(
                     state="leased",
                     lease_worker=did,
@@ -346,9 +326,35 @@ class JobQueue:
                     progress="{}",
                 )
             )
-            lease = await self._lease(conn, await self._row(conn, chosen.id))
-        self.events.notify(chosen.id)
+            lease = await self._lease(conn, await self._row(conn, chosen))
+        self.events.notify(chosen)
         return {"job": lease}
+
+    async def _why_nothing(
+        self,
+        conn: AsyncConnection,
+        caps: fairness.Capabilities,
+        capped: set[int],
+        owner: int | None,
+    ) -> str:
+        if owner is not None:
+            theirs = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    compute_jobs.c.state == "queued", compute_jobs.c.requester_id == owner
+                )
+            )
+            if not theirs:
+                others = await conn.scalar(
+                    sa.select(sa.func.count()).where(compute_jobs.c.state == "queued")
+                )
+                if others:
+                    return (
+                        f"{others} queued job{'' if others == 1 else 's'}, none of your own: "
+                        "a member's worker serves only its owner's jobs until an admin makes "
+                        "it a node worker"
+                    )
+        reason, _ = await turns.why_nothing(conn, caps, capped, owner)
+        return reason
 
     async def _capped(self, conn: AsyncConnection) -> set[int]:
         rows = await conn.execute(
