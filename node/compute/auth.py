@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import StreamReader, web
 
 from node.errors import BadSignature, PayloadTooLarge, Unauthorized
-from node.http import read_capped
+from node.http import parse_int, read_capped
 from node.p2p.federation.signing import (
     DOMAIN,
     NODE_HEADER,
@@ -79,11 +79,13 @@ class WorkerAuth:
         )
         if not sender or not stamp or not encoded:
             raise Unauthorized("a worker request must be signed with the worker key")
+        when = parse_int(stamp, 0, 2**62)
         try:
-            when = int(stamp)
             sig = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except ValueError:
             raise Unauthorized("malformed request signature headers") from None
+        if when is None:
+            raise Unauthorized("malformed request signature headers: the time is not a number")
         if abs(int(time.time() * 1000) - when) > SKEW_MS:
             raise Unauthorized("the request's time is more than 5 minutes off")
         message = signed_digest_string(

@@ -13,28 +13,29 @@ from aiohttp import web
 from node.accounts.routes import FORM_FIELD, check_form_token
 from node.catalog.schemas import RATINGS
 from node.compute.params import MAX_COUNT, MAX_STEPS
-from node.compute.routes import COMPUTE
+from node.compute.routes import COMPUTE, job_id_of
 from node.compute.samplers import SAMPLERS
-from node.errors import BadRequest, CivitasError, NotFound
-from node.http import require_user
+from node.errors import BadRequest, CivitasError
+from node.http import parse_int, require_user
 from node.render import RENDERER, page
 
 SIDES = (64, 128, 256, 384, 512, 640, 768, 832, 896, 1024)
 INT_FIELDS = ("model_version_id", "steps", "width", "height", "count")
+FORM_INT = 2**62  # ASCII digits within this (parse_int); the job's own checks bound them
 
 
 def _form_job(form: Any) -> dict[str, Any]:
     """The form's fields as the JSON a generation job takes."""
     job: dict[str, Any] = {"kind": "generate"}
     for name in INT_FIELDS:
-        raw = str(form.get(name, "")).strip()
-        if not raw.lstrip("-").isdigit():
+        value = parse_int(str(form.get(name, "")).strip(), -FORM_INT, FORM_INT)
+        if value is None:
             raise BadRequest(f"{name.replace('_', ' ')} must be a whole number")
-        job[name] = int(raw)
+        job[name] = value
     seed = str(form.get("seed", "")).strip()
-    if seed and not seed.lstrip("-").isdigit():
+    job["seed"] = parse_int(seed, -FORM_INT, FORM_INT) if seed else None
+    if seed and job["seed"] is None:
         raise BadRequest("seed must be a whole number (or empty for a random one)")
-    job["seed"] = int(seed) if seed else None
     job["prompt"] = str(form.get("prompt", ""))
     job["negative_prompt"] = str(form.get("negative_prompt", ""))
     job["cfg_scale"] = str(form.get("cfg_scale", "7")).strip()
@@ -87,10 +88,7 @@ async def submit_generate(request: web.Request) -> web.StreamResponse:
 @page
 async def job_page(request: web.Request) -> web.StreamResponse:
     who = require_user(request)
-    try:
-        job_id = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such job") from None
+    job_id = job_id_of(request)
     job = await request.app[COMPUTE].queue.get(job_id, who)
     return request.app[RENDERER].render(
         request, "job.html", title=f"Job {job_id}", job=job, ratings=RATINGS
@@ -102,10 +100,7 @@ async def publish_lora(request: web.Request) -> web.StreamResponse:
     """The job page's "Publish this LoRA" form: a new model authored by the requester."""
     form = await request.post()
     who = check_form_token(request, str(form.get(FORM_FIELD, "")))
-    try:
-        job_id = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such job") from None
+    job_id = job_id_of(request)
     data = {"name": str(form.get("name", "")).strip()}
     if not data["name"]:
         raise BadRequest("give the LoRA a name")
@@ -118,10 +113,7 @@ async def publish_image(request: web.Request) -> web.StreamResponse:
     """The job page's "Publish" button under a generated image (with the rating chosen)."""
     form = await request.post()
     who = check_form_token(request, str(form.get(FORM_FIELD, "")))
-    try:
-        job_id = int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such job") from None
+    job_id = job_id_of(request)
     data = {"rating": str(form.get("rating", "PG"))}
     await request.app[COMPUTE].outputs.publish_image(
         job_id, who, request.match_info["sha256"], data

@@ -11,13 +11,14 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from node.catalog.routes import int_id
 from node.compute import inputs
 from node.compute.input_files import Pending
 from node.compute.queue import FINISHED
 from node.compute.results import check_sha256
 from node.compute.service import Compute
 from node.errors import BadRequest, NotFound, PayloadTooLarge
-from node.http import json_ok, read_json, require_user
+from node.http import json_ok, parse_json, read_json, require_user
 
 COMPUTE = web.AppKey("compute", Compute)
 MAX_CONTROL_BYTES = 64 * 1024  # worker JSON requests (pop, progress, result)
@@ -25,11 +26,12 @@ MAX_PARAMS_BYTES = 1024 * 1024  # a training job's params part (with its caption
 HEARTBEAT_S = 15.0
 
 
-def _job_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise NotFound("no such job") from None
+def job_id_of(request: web.Request) -> int:
+    """The job id in the path: ASCII digits, 53-bit like every id in URLs, else 404."""
+    job_id = int_id(request.match_info["id"])
+    if job_id is None:
+        raise NotFound("no such job")
+    return job_id
 
 
 def _user(request: web.Request) -> Any:
@@ -106,10 +108,7 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
 
 
 def _params_part(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadRequest("the params part is not valid JSON") from None
+    data = parse_json(raw, "the params part")
     if not isinstance(data, dict):
         raise BadRequest("the params part must be a JSON object")
     return data
@@ -122,19 +121,19 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     who = require_user(request)
-    return json_ok(await request.app[COMPUTE].queue.get(_job_id(request), who))
+    return json_ok(await request.app[COMPUTE].queue.get(job_id_of(request), who))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     who = require_user(request)
-    return json_ok(await request.app[COMPUTE].queue.cancel(_job_id(request), who))
+    return json_ok(await request.app[COMPUTE].queue.cancel(job_id_of(request), who))
 
 
 async def publish_job(request: web.Request) -> web.Response:
     """The requester publishes their finished training job's LoRA as a new model."""
     who = require_user(request)
     data = await read_json(request) if request.can_read_body else {}
-    published = await request.app[COMPUTE].outputs.publish_lora(_job_id(request), who, data)
+    published = await request.app[COMPUTE].outputs.publish_lora(job_id_of(request), who, data)
     return json_ok(published, status=201)
 
 
@@ -142,7 +141,7 @@ async def job_output(request: web.Request) -> web.StreamResponse:
     """A finished job's output, private to its requester until they publish it."""
     who = require_user(request)
     path, media_type = await request.app[COMPUTE].outputs.output_file(
-        _job_id(request), who, request.match_info["sha256"]
+        job_id_of(request), who, request.match_info["sha256"]
     )
     return web.FileResponse(
         path, headers={"Content-Type": media_type, "Cache-Control": "private, no-store"}
@@ -154,7 +153,7 @@ async def publish_output(request: web.Request) -> web.Response:
     who = require_user(request)
     data = await read_json(request) if request.can_read_body else {}
     published = await request.app[COMPUTE].outputs.publish_image(
-        _job_id(request), who, request.match_info["sha256"], data
+        job_id_of(request), who, request.match_info["sha256"], data
     )
     return json_ok(published, status=201)
 
@@ -163,7 +162,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the job as ``GET /api/jobs/{id}`` shows it, on every change."""
     who = require_user(request)
     queue = request.app[COMPUTE].queue
-    job_id = _job_id(request)
+    job_id = job_id_of(request)
     job = await queue.get(job_id, who)  # 404 before the stream starts
     response = web.StreamResponse(
         headers={
@@ -197,10 +196,7 @@ async def register_worker(request: web.Request) -> web.Response:
     user = _user(request)
     compute = request.app[COMPUTE]
     did, body = await compute.auth.json_request(request, MAX_CONTROL_BYTES)
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        raise BadRequest("the body is not valid JSON") from None
+    data = parse_json(body) if body else {}
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     data["did"] = did
@@ -222,10 +218,7 @@ async def set_worker_serves(request: web.Request) -> web.Response:
 
 async def _signed_json(request: web.Request) -> tuple[str, dict[str, Any]]:
     did, body = await request.app[COMPUTE].auth.json_request(request, MAX_CONTROL_BYTES)
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        raise BadRequest("the body is not valid JSON") from None
+    data = parse_json(body) if body else {}
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return did, data
@@ -238,30 +231,30 @@ async def pop(request: web.Request) -> web.Response:
 
 async def progress(request: web.Request) -> web.Response:
     did, data = await _signed_json(request)
-    return json_ok(await request.app[COMPUTE].queue.progress(_job_id(request), did, data))
+    return json_ok(await request.app[COMPUTE].queue.progress(job_id_of(request), did, data))
 
 
 async def fail(request: web.Request) -> web.Response:
     did, data = await _signed_json(request)
-    return json_ok(await request.app[COMPUTE].queue.fail(_job_id(request), did, data))
+    return json_ok(await request.app[COMPUTE].queue.fail(job_id_of(request), did, data))
 
 
 async def upload_output(request: web.Request) -> web.Response:
     """The raw bytes of one output, named by their SHA256; signed over that digest."""
     uploads = request.app[COMPUTE].uploads
-    received = await uploads.receive(request, _job_id(request), request.match_info["sha256"])
+    received = await uploads.receive(request, job_id_of(request), request.match_info["sha256"])
     return json_ok(received, status=201)
 
 
 async def submit_result(request: web.Request) -> web.Response:
     did, data = await _signed_json(request)
-    return json_ok(await request.app[COMPUTE].desk.submit(_job_id(request), did, data))
+    return json_ok(await request.app[COMPUTE].desk.submit(job_id_of(request), did, data))
 
 
 async def job_input(request: web.Request) -> web.StreamResponse:
     did, _ = await request.app[COMPUTE].auth.json_request(request, 0)
     path = await request.app[COMPUTE].queue.input_path(
-        _job_id(request), did, check_sha256(request.match_info["sha256"])
+        job_id_of(request), did, check_sha256(request.match_info["sha256"])
     )
     return web.FileResponse(path)
 
