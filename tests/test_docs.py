@@ -66,6 +66,8 @@ async def test_openapi_describes_every_route(client: TestClient) -> None:
 def test_the_federation_limits_are_stated_as_enforced() -> None:
     from node.catalog.schemas import MAX_DESCRIPTION, MAX_IMAGE_BYTES
     from node.config import FederationSection
+    from node.moderation.list_pages import MAX_LIST_PAGES
+    from node.moderation.service import LIST_PAGE
     from node.p2p.federation import wire
     from node.p2p.federation.routes import MAX_INBOX_BYTES
     from node.p2p.federation.service import MAX_PAGE_BYTES, PAGE
@@ -85,6 +87,7 @@ def test_the_federation_limits_are_stated_as_enforced() -> None:
         "an image": [MAX_IMAGE_BYTES],
         "a records page": [wire.MAX_PAGE, PAGE, MAX_PAGE_BYTES],
         "an inbox push": [wire.MAX_PUSH, MAX_INBOX_BYTES],
+        "a subscribed takedown list": [MAX_LIST_PAGES, LIST_PAGE],
     }
     assert sorted(stated) == sorted(expected)
     for name, values in expected.items():
