@@ -6,6 +6,10 @@ whenever a reconciliation finds a shown record whose file the store lacks: at st
 and every ``reconcile_s``. One background task fetches due files, a few at a time:
 from the peer that sent the record first, then from every other peer
 (``GET /federation/v1/blobs/{sha256}``), size-capped and checked against the SHA256.
+Fairly (:mod:`.wanted_plan`): one request at a time to any one peer, so a peer whose
+blobs stall holds one slot; the files of every source take turns, so no backlog (a push
+flood of files nobody holds) starves the others; and a request that receives no byte for
+``read_timeout_s`` fails, while a large file that keeps flowing may take its time.
 A file no peer could give, or that could not be stored (a full disk is an ``OSError``
 for that file, not an abort), is tried again later with exponential backoff.
 """
@@ -21,9 +25,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import sqlalchemy as sa
 
 from node.db import Database
+from node.p2p.federation.wanted_plan import FetchPlan, Job
 from node.p2p.filestore import FileStore
 from node.p2p.outgoing import PeerError, get_capped, refuse_private
 from node.p2p.records import Record, now_ms
@@ -31,6 +37,8 @@ from node.p2p.tables import wanted_files
 
 log = logging.getLogger("civitas.wanted")
 MAX_LISTED = 500  # wanted files one listing shows (the count is always complete)
+BLOB_READ_TIMEOUT_S = 10.0  # a peer that sends no byte of a file this long fails it
+MIN_RATE = 32 * 1024  # bytes a second a file's transfer is allowed at least (on average)
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,22 @@ def files_needed(record: Record) -> list[NeededFile]:
     return [NeededFile(sha.hex().upper(), size if isinstance(size, int) else None)]
 
 
+def _preferred(item: Wanted, peers: dict[str, FileSource]) -> list[str]:
+    """The peers to ask for ``item``: the one that sent its record first."""
+    return sorted(peers, key=lambda did: did != item.source)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one request for a file came to: ``done`` (stored, held already, or failed
+    for good: ``failed`` says why), else ``error`` and the next peer is asked."""
+
+    done: bool = False
+    stored: int = 0
+    error: str | None = None
+    failed: str | None = None
+
+
 def retry_after_ms(attempts: int, base_s: float) -> int:
     """Backoff after ``attempts`` failed tries: base, 2 x base, 4 x base … at most an hour."""
     return int(min(3600.0, base_s * 2 ** max(0, attempts - 1)) * 1000)
@@ -118,6 +142,8 @@ class WantedFiles:
         self.reconcile_s = reconcile_s
         self.allow_private_announced = allow_private_announced
         self.retry_base_s = 10.0
+        self.per_peer = 1  # requests to one peer at once: a stalling peer holds one slot
+        self.read_timeout_s = BLOB_READ_TIMEOUT_S
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fetching = asyncio.Lock()
@@ -225,66 +251,119 @@ class WantedFiles:
     # --- fetching ---------------------------------------------------------------------------
 
     async def fetch_due(self) -> int:
-        """Fetch every file now due, ``concurrency`` at a time; how many were stored."""
+        """Fetch every file now due, and any that become due meanwhile, fairly
+        (:mod:`.wanted_plan`: ``concurrency`` requests at once, ``per_peer`` to one peer,
+        sources taking turns); how many were stored."""
         stored = 0
         async with self._fetching:
-            tried: set[str] = set()
-            while True:
-                async with self.db.read() as conn:
-                    rows = await conn.execute(
-                        sa.select(wanted_files)
-                        .where(wanted_files.c.next_try <= now_ms())
-                        .order_by(wanted_files.c.next_try)
-                        .limit(self.concurrency * 8)
+            plan: FetchPlan[Wanted] = FetchPlan(self.concurrency, self.per_peer)
+            running: dict[asyncio.Task[_Outcome], Job[Wanted]] = {}
+            peers: dict[str, FileSource] = {}
+            load = True
+            try:
+                while True:
+                    if load:
+                        self._wake.clear()
+                        peers |= {s.did: s for s in await self.sources() if not s.blocked}
+                        for item in await self._due_fairly(plan):
+                            plan.add(Job(item, _preferred(item, peers)))
+                        load = False
+                    for job in plan.exhausted():
+                        await self._failed(job.item, "; ".join(job.errors[-3:]) or "no peer to ask")
+                    for job, did in plan.next_starts():
+                        task = asyncio.create_task(self._attempt(job.item, peers[did]))
+                        running[task] = job
+                    if not running:
+                        return stored
+                    woken = asyncio.create_task(self._wake.wait())
+                    done, _ = await asyncio.wait(
+                        [*running, woken], return_when=asyncio.FIRST_COMPLETED
                     )
-                    due = [Wanted(**r._mapping) for r in rows if r.sha256 not in tried]
-                if not due:
-                    return stored
-                tried |= {w.sha256 for w in due}
-                stored += await self._fetch_batch(due)
+                    woken.cancel()
+                    load = woken in done
+                    for task in [t for t in running if t in done]:
+                        job = running.pop(task)
+                        try:
+                            outcome = task.result()
+                        except Exception as exc:  # that file's failure, not the others'
+                            log.exception("wanted file failed", extra={"sha256": job.item.sha256})
+                            outcome = _Outcome(done=True, failed=f"{type(exc).__name__}: {exc}")
+                        plan.finished(job.item.sha256, done=outcome.done)
+                        if outcome.error is not None:
+                            job.errors.append(outcome.error)
+                        if outcome.failed is not None:
+                            await self._failed(job.item, outcome.failed)
+                        stored += outcome.stored
+                        load = True  # a slot is free: due files may fill it
+            finally:
+                for task in running:
+                    task.cancel()
 
-    async def _fetch_batch(self, due: Sequence[Wanted]) -> int:
-        sources = [s for s in await self.sources() if not s.blocked]
-        gate = asyncio.Semaphore(self.concurrency)
+    async def _due_fairly(self, plan: FetchPlan[Wanted]) -> list[Wanted]:
+        """Due files not in the plan yet, at most ``concurrency`` held per source: a
+        source with thousands waiting never keeps another's out of the plan."""
+        now, held = now_ms(), list(plan.jobs)
+        due = wanted_files.c.next_try <= now
+        out: list[Wanted] = []
+        async with self.db.read() as conn:
+            sources = list(
+                (
+                    await conn.execute(sa.select(wanted_files.c.source).where(due).distinct())
+                ).scalars()
+            )
+            for source in sources:
+                room = self.concurrency - plan.loaded_from(source)
+                if room <= 0:
+                    continue
+                rows = await conn.execute(
+                    sa.select(wanted_files)
+                    .where(
+                        due,
+                        wanted_files.c.source.is_(None)
+                        if source is None
+                        else wanted_files.c.source == source,
+                        wanted_files.c.sha256.not_in(held),
+                    )
+                    .order_by(wanted_files.c.attempts, wanted_files.c.added)
+                    .limit(room)
+                )
+                out += [Wanted(**r._mapping) for r in rows]
+        return out
 
-        async def one(item: Wanted) -> bool:
-            async with gate:
-                return await self._fetch_one(item, sources)
+    def _timeout(self, limit: int) -> aiohttp.ClientTimeout:
+        """No byte for ``read_timeout_s``: the request fails; a file that keeps flowing
+        may take as long as it needs at ``MIN_RATE`` bytes a second, plus a minute."""
+        return aiohttp.ClientTimeout(
+            total=60 + limit / MIN_RATE, connect=10, sock_read=self.read_timeout_s
+        )
 
-        return sum(await asyncio.gather(*(one(w) for w in due)))
-
-    async def _fetch_one(self, item: Wanted, sources: Sequence[FileSource]) -> bool:
+    async def _attempt(self, item: Wanted, source: FileSource) -> _Outcome:
+        """Ask one peer for one file, and store it if its bytes match."""
         if await self.store.local_path(item.sha256) is not None:
             await self._done(item.sha256)
-            return False
-        ordered = sorted(sources, key=lambda s: s.did != item.source)  # the sender first
+            return _Outcome(done=True)
         limit = self.max_bytes if item.size is None else min(self.max_bytes, item.size)
-        errors: list[str] = []
-        for source in ordered:
-            try:
-                if not source.explicit and not self.allow_private_announced:
-                    await refuse_private(source.url)
-                data = await get_capped(
-                    f"{source.url}/federation/v1/blobs/{item.sha256}",
-                    limit,
-                    public_only=not source.explicit and not self.allow_private_announced,
-                )
-            except PeerError as exc:
-                errors.append(exc.message)
-                continue
-            if hashlib.sha256(data).hexdigest().upper() != item.sha256:
-                log.warning("wanted file does not match its SHA256", extra={"peer": source.did})
-                errors.append(f"{source.url} sent bytes that do not match the SHA256")
-                continue
-            try:
-                await self._store(item.sha256, data)
-            except OSError as exc:  # a full disk: this file fails, the others go on
-                log.warning("wanted file not stored", extra={"sha256": item.sha256, "why": exc})
-                await self._failed(item, f"cannot store the file: {exc.strerror or exc}")
-                return False
-            return True
-        await self._failed(item, "; ".join(errors[-3:]) or "no peer to ask")
-        return False
+        public_only = not source.explicit and not self.allow_private_announced
+        try:
+            if public_only:
+                await refuse_private(source.url)
+            data = await get_capped(
+                f"{source.url}/federation/v1/blobs/{item.sha256}",
+                limit,
+                self._timeout(limit),
+                public_only=public_only,
+            )
+        except PeerError as exc:
+            return _Outcome(error=exc.message)
+        if hashlib.sha256(data).hexdigest().upper() != item.sha256:
+            log.warning("wanted file does not match its SHA256", extra={"peer": source.did})
+            return _Outcome(error=f"{source.url} sent bytes that do not match the SHA256")
+        try:
+            await self._store(item.sha256, data)
+        except OSError as exc:  # a full disk: this file fails, the others go on
+            log.warning("wanted file not stored", extra={"sha256": item.sha256, "why": exc})
+            return _Outcome(done=True, failed=f"cannot store the file: {exc.strerror or exc}")
+        return _Outcome(done=True, stored=1)
 
     async def _store(self, sha256: str, data: bytes) -> None:
         temp = self.store.temp_path()

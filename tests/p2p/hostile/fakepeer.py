@@ -72,6 +72,7 @@ class FakePeer:
         self.stall_well_known = False  # /.well-known never answers (until released)
         self.refuse_pushes = False  # the inbox answers 403: this node is not its peer
         self.blob_stall_s = 0.0  # each blob answer waits this long before its first byte
+        self.blob_chunk_s = 0.0  # else, if set: sent in 16 KiB chunks this far apart
         self.blobs: dict[str, bytes] = {}  # files it serves, by uppercase SHA256
         self.blobs_asked: Counter[str] = Counter()
         self.epoch = "fake-epoch"
@@ -134,7 +135,7 @@ class FakePeer:
         self.got_push.set()
         return web.json_response({"accepted": len(batch), "rejected": []})
 
-    async def _blob(self, request: web.Request) -> web.Response:
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"].upper()
         self.blobs_asked[sha256] += 1
         if self.blob_stall_s:
@@ -142,7 +143,17 @@ class FakePeer:
                 await asyncio.wait_for(self.release.wait(), self.blob_stall_s)
         if sha256 not in self.blobs:
             return web.json_response({"error": "not_found", "message": "no such file"}, status=404)
-        return web.Response(body=self.blobs[sha256], content_type="application/octet-stream")
+        data = self.blobs[sha256]
+        if not self.blob_chunk_s:
+            return web.Response(body=data, content_type="application/octet-stream")
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        for at in range(0, len(data), 16 * 1024):
+            await resp.write(data[at : at + 16 * 1024])
+            await asyncio.sleep(self.blob_chunk_s)
+        await resp.write_eof()
+        return resp
 
     # --- the records pages -----------------------------------------------------------------
 
