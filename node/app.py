@@ -196,7 +196,11 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
             store,
             gate=enforcer,
             on_stored=fetcher.seed_published,
-            slots=IngestSlots(config.server.max_concurrent_ingests),
+            slots=IngestSlots(
+                config.server.max_concurrent_ingests,
+                config.server.max_uploads_per_account,
+                config.server.min_upload_bytes_per_s,
+            ),
             decodes=decodes,
         ),
         search_index=ModelSearch(db),

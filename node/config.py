@@ -85,6 +85,18 @@ class ServerSection:
         "503 with Retry-After, a publish from the node's disk waits.",
         _positive,
     )
+    max_uploads_per_account: int = setting(
+        2,
+        "Most model files one account may upload at once; one more is answered 429 with "
+        "Retry-After before its body is read.",
+        _positive,
+    )
+    min_upload_bytes_per_s: int = setting(
+        16 * 1024,
+        "Slowest average rate, in bytes a second, a model upload may keep after its first "
+        "30 s; a slower one is answered 408 and its ingest slot freed.",
+        _positive,
+    )
     max_concurrent_decodes: int = setting(
         2,
         "Most images decoded at once (upload previews, training inputs, compute outputs, "

@@ -4,6 +4,7 @@ upload's early refusal."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -14,6 +15,9 @@ from node.errors import CivitasError
 
 DEFAULT_MAX_INGESTS = 4
 DEFAULT_MAX_DECODES = 2
+DEFAULT_PER_ACCOUNT = 2
+DEFAULT_MIN_RATE = 16 * 1024  # bytes a second: a 6 GB checkpoint in under 5 days
+UPLOAD_GRACE_S = 30.0
 T = TypeVar("T")
 INGEST_RETRY_AFTER_S = 30
 
@@ -29,39 +33,103 @@ class IngestBusy(CivitasError):
 _holding_slot: ContextVar[bool] = ContextVar("holding_ingest_slot", default=False)
 
 
+class AccountIngestsBusy(CivitasError):
+    """One account already sends as many files as it may at once."""
+
+    code = "uploads_busy"
+    status = 429
+    retry_after_s = INGEST_RETRY_AFTER_S
+
+
+class UploadTooSlow(CivitasError):
+    code = "upload_too_slow"
+    status = 408
+
+
 class IngestSlots:
-    """At most ``limit`` files are received, hashed and header-checked at once.
+    """At most ``limit`` files are received, hashed and header-checked at once, and at
+    most ``per_account`` of them for one account.
 
     Each ingest costs a bounded amount (hash queue, header parse, preview bytes), so the
     node's memory for ingest is bounded by ``limit`` times that. An HTTP upload that finds
     every slot taken is answered 503 with ``Retry-After`` at once, before its body is
     read: waiting would keep its connection and unread body open for as long as the
-    others take (minutes for a checkpoint). A file on the node's own disk (admin, CLI,
-    compute results) waits for a slot instead. A task that holds a slot re-enters freely,
-    so a route can take it before reading previews and the publisher inside it again.
+    others take (minutes for a checkpoint). One that finds its account's slots taken is
+    answered 429 the same way, so one member cannot hold every slot. A file on the
+    node's own disk (admin, CLI, compute results) waits for a slot instead. A task that
+    holds a slot re-enters freely, so a route can take it before reading previews and
+    the publisher inside it again. A held slot is let go by an upload that falls below
+    ``min_rate`` bytes a second on average once ``grace_s`` has passed (:meth:`paced`).
     """
 
-    def __init__(self, limit: int = DEFAULT_MAX_INGESTS) -> None:
+    def __init__(
+        self,
+        limit: int = DEFAULT_MAX_INGESTS,
+        per_account: int = DEFAULT_PER_ACCOUNT,
+        min_rate: int = DEFAULT_MIN_RATE,
+        grace_s: float = UPLOAD_GRACE_S,
+    ) -> None:
         self.limit = limit
+        self.per_account = per_account
+        self.min_rate = min_rate
+        self.grace_s = grace_s
         self._free = asyncio.Semaphore(limit)
+        self.accounts: Counter[str] = Counter()  # slots held, by account
 
     @asynccontextmanager
-    async def hold(self, *, wait: bool) -> AsyncIterator[None]:
+    async def hold(self, *, wait: bool, account: str | None = None) -> AsyncIterator[None]:
         if _holding_slot.get():
             yield
             return
+        if account is not None and self.accounts[account] >= self.per_account:
+            raise AccountIngestsBusy(
+                f"you already send {self.per_account} file(s) at once "
+                f"(server.max_uploads_per_account): retry in {INGEST_RETRY_AFTER_S} s"
+            )
         if not wait and self._free.locked():
             raise IngestBusy(
                 f"this node is already ingesting {self.limit} files: "
                 f"retry in {INGEST_RETRY_AFTER_S} s"
             )
-        await self._free.acquire()
-        token = _holding_slot.set(True)
+        if account is not None:
+            self.accounts[account] += 1
         try:
-            yield
+            await self._free.acquire()
+            token = _holding_slot.set(True)
+            try:
+                yield
+            finally:
+                _holding_slot.reset(token)
+                self._free.release()
         finally:
-            _holding_slot.reset(token)
-            self._free.release()
+            if account is not None:
+                self.accounts[account] -= 1
+                if self.accounts[account] <= 0:
+                    del self.accounts[account]
+
+    async def paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Pass an upload's bytes through while they keep up ``min_rate`` bytes a second
+        on average after ``grace_s``; else 408, and the slot is free again. A trickle (a
+        byte every few seconds, never a stall long enough for the body timeout) would
+        otherwise hold a slot for as long as its sender likes."""
+        loop = asyncio.get_running_loop()
+        start, got = loop.time(), 0
+        source = aiter(chunks)
+        while True:
+            left = start + self.grace_s + got / self.min_rate - loop.time()
+            try:
+                async with asyncio.timeout(max(left, 0)):
+                    chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UploadTooSlow(
+                    f"the upload fell below {self.min_rate:,} bytes a second "
+                    f"(server.min_upload_bytes_per_s, after {self.grace_s:g} s): "
+                    f"{got:,} bytes in {loop.time() - start:,.0f} s"
+                ) from None
+            got += len(chunk)
+            yield chunk
 
 
 class ImageDecodes:

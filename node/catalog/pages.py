@@ -270,8 +270,10 @@ async def publish(request: web.Request) -> web.StreamResponse:
     """The form without JavaScript: fields first, then preview images, the file last."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the publish form as multipart/form-data")
+    who = require_user(request)
+    account = who.user.did if who.user is not None else None
     # The slot is taken before a byte of the body is read (previews are held in memory).
-    async with request.app[CATALOG].publisher.slots.hold(wait=False):
+    async with request.app[CATALOG].publisher.slots.hold(wait=False, account=account):
         return await _read_publish_form(request)
 
 

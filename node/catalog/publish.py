@@ -302,7 +302,7 @@ class Publisher:
             return await self._publish_stream(
                 author,
                 filename,
-                checked_start(chunks, filename),
+                checked_start(self.slots.paced(chunks), filename),
                 model,
                 version,
                 model_root,

@@ -406,7 +406,8 @@ async def publish_upload(request: web.Request) -> web.Response:
     )
     with progress.failing():
         # The slot is taken before a byte of the body is read (previews are held in memory).
-        async with request.app[CATALOG].publisher.slots.hold(wait=False):
+        account = who.user.did if who.user is not None else None
+        async with request.app[CATALOG].publisher.slots.hold(wait=False, account=account):
             result = await _publish_multipart(request, progress)
         progress.done(
             modelId=result["model"]["id"], sha256=result["sha256"], created=result["created"]
