@@ -63,3 +63,42 @@ async def test_a_remote_profile_cannot_take_a_local_name(
     assert "Local fox" in page and "Remote fox" not in page
     page = await (await client.get("/creators/alice@othernode")).text()
     assert "Remote fox" in page and "Local fox" not in page
+
+
+RELAY, LOOKALIKE = key("honest relay node").did, key("a peer calling itself relay").did
+GENUINE, FORGER, SHOUTER = key("the real remote alice"), key("forger one"), key("forger two")
+
+
+async def test_the_first_profile_seen_with_a_shown_name_keeps_it(
+    client: TestClient, node: Node, alice: User
+) -> None:
+    """A forged {"name": "alice"} relayed through the same honest peer, or through another
+    peer that calls itself by that peer's name, cannot take alice@relay from the profile
+    this node saw first; nor can a later profile update cost the first its name."""
+    async with node.db.write() as conn:
+        for did, url in ((RELAY, "http://127.0.0.1:9"), (LOOKALIKE, "http://127.0.0.1:10")):
+            await conn.execute(
+                peers.insert().values(did=did, url=url, name="relay", added=now_ms())
+            )
+    await node.log.publish(
+        node.home.author_key(alice.did), "model", {"name": "Local fox", "type": "LORA"}
+    )
+    arrivals = [
+        (RELAY, [profile(GENUINE, "alice"), model(GENUINE, "Genuine fox", T0 + 1)]),
+        (RELAY, [profile(FORGER, "alice", T0 + 5), model(FORGER, "Forged fox", T0 + 6)]),
+        (LOOKALIKE, [profile(SHOUTER, "ALICE", T0 + 7), model(SHOUTER, "Loud fox", T0 + 8)]),
+        (RELAY, [profile(GENUINE, "alice", T0 + 9)]),  # the genuine author's update
+    ]
+    for source, batch in arrivals:
+        await node.log.accept_verified(batch, source=source, refused=[])
+
+    forger = f"alice-{FORGER.did.removeprefix('did:key:z6Mk')[:6]}@relay"
+    shouter = f"ALICE-{SHOUTER.did.removeprefix('did:key:z6Mk')[:6]}@relay"
+    assert await listed(client, "alice@relay") == [("Genuine fox", "alice@relay")]
+    assert await listed(client, "ALICE@relay") == [("Genuine fox", "alice@relay")]
+    assert await listed(client, forger) == [("Forged fox", forger)]
+    assert await listed(client, shouter) == [("Loud fox", shouter)]
+    assert await listed(client, "alice") == [("Local fox", "alice")]
+    resp = await client.get("/api/v1/creators")
+    creators = {c["username"] for c in (await resp.json())["items"]}
+    assert creators == {"alice", "alice@relay", forger, shouter}
