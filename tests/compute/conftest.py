@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,20 @@ from node.p2p.keys import SigningKey
 from tests.catalog.conftest import lora_file
 
 PASSWORD = "correct horse battery"
+
+
+def require_extra(module: str) -> Any:
+    """Import a module of the compute extra: skipped without it, except under CI, where it fails.
+
+    CI installs the extra, so a missing torch, diffusers or peft there is a broken
+    environment, never a reason to run fewer tests.
+    """
+    if not os.environ.get("CI"):
+        return pytest.importorskip(module)
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        pytest.fail(f"{module} is missing under CI (install the compute extra): {error}")
 
 
 @pytest.fixture

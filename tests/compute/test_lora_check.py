@@ -14,6 +14,7 @@ from node.catalog.safetensors import SafetensorsError, read_header
 from node.compute.lora_check import base_modules, check_lora
 from node.compute.tiny import TinyModel
 from node.errors import BadRequest
+from tests.compute.conftest import require_extra
 from tests.compute.tiny_env import (  # noqa: F401  (pytest fixtures)
     TrainedLora,
     small_fixture,
@@ -194,7 +195,7 @@ def _diffusers_names(folder: Path) -> dict[str, tuple[int, ...]]:
 @pytest.mark.parametrize("size", ["tiny", "small"])
 def test_base_modules_agree_with_diffusers(size: str, request: pytest.FixtureRequest) -> None:
     """Every UNet and CLIP weight diffusers has is found in the original-layout file."""
-    pytest.importorskip("torch")
+    require_extra("torch")
     model: TinyModel = request.getfixturevalue(size)
     known = base_modules(read_header(model.checkpoint))
     expected = _diffusers_names(model.folder)

@@ -30,6 +30,7 @@ from node.compute.specs import GenerateRequest, LoraSpec
 from node.compute.tiny import TinyModel, write_tiny_model
 from node.compute.training import train_lora
 from node.errors import BadRequest, ConfigError
+from tests.compute.conftest import require_extra
 from tests.compute.tiny_env import (  # noqa: F401
     TrainedLora,
     compute_env_fixture,
@@ -39,10 +40,10 @@ from tests.compute.tiny_env import (  # noqa: F401
     tiny_lora_fixture,
 )
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-pytest.importorskip("peft")
-load_safetensors = pytest.importorskip("safetensors.torch").load
+torch = require_extra("torch")
+diffusers = require_extra("diffusers")
+require_extra("peft")
+load_safetensors = require_extra("safetensors.torch").load
 # torch 2.13 tensors and numpy 2 inside diffusers' schedulers: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

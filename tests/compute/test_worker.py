@@ -28,9 +28,9 @@ from node.app import Node, create_app, set_public_url
 from node.compute.worker import Worker, WorkerOptions
 from node.http import Principal
 from node.p2p.keys import SigningKey
-from tests.compute.conftest import Version, publish
+from tests.compute.conftest import Version, publish, require_extra
 
-pytest.importorskip("diffusers")
+require_extra("diffusers")
 LEASE_S = 2
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from node.compute.specs import TrainRequest
 from node.compute.tiny import TinyModel, write_tiny_model
+from tests.compute.conftest import require_extra
 
 _BUILT: dict[tuple[str, str], Any] = {}
 
@@ -47,7 +48,7 @@ def _once(factory: pytest.TempPathFactory, name: str, build: Any) -> Any:
 
 @contextmanager
 def offline_one_thread() -> Iterator[None]:
-    torch = pytest.importorskip("torch")
+    torch = require_extra("torch")
     threads = torch.get_num_threads()
     previous = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
