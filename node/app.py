@@ -8,7 +8,7 @@ database at startup and disposes of it at shutdown.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -72,6 +72,7 @@ from node.p2p.projections import RecordTypes
 from node.p2p.tables import torrents
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrents import TorrentEngine
+from node.p2p.tracker import Swarms
 from node.render import RENDERER, Renderer, security_headers, web_dir
 
 log = logging.getLogger("civitas.node")
@@ -312,6 +313,16 @@ def _set_peer_hint(app: web.Application) -> None:
         node_info.bittorrent = node.torrents.peer_hints[0]
 
 
+def _trusted_swarm_peers(node: Node) -> Callable[[], list[str]]:
+    """What the tracker lists first and never lets a crowd push out: this node's own
+    BitTorrent session and its federation peers' (their /.well-known "bittorrent")."""
+
+    def trusted() -> list[str]:
+        return [*node.torrents.peer_hints, *node.federation.torrent_hints.values()]
+
+    return trusted
+
+
 async def healthz(request: web.Request) -> web.Response:
     await request.app[NODE].db.check()
     return json_ok({"ok": True})
@@ -413,7 +424,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     magnet_records.add_routes(app, node.db, node.log)
     api_docs.add_routes(app)
     compute_routes.add_routes(app)
-    torrent_routes.add_routes(app, node.torrents)
+    torrent_routes.add_routes(app, node.torrents, Swarms(trusted=_trusted_swarm_peers(node)))
     federation_routes.add_routes(app, node.federation, RequestVerifier(node.node_key.did))
     wanted_routes.add_routes(app, node.wanted)
     moderation_routes.add_routes(app, node.moderation)

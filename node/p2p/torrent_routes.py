@@ -127,9 +127,10 @@ async def webseed(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
-def add_routes(app: web.Application, index: TorrentIndex) -> None:
+def add_routes(app: web.Application, index: TorrentIndex, swarms: Swarms | None = None) -> None:
+    """``swarms``: the tracker's peers (app.py builds it with the peers this node trusts)."""
     app[TORRENT_INDEX] = index
-    swarms = Swarms()
+    swarms = swarms if swarms is not None else Swarms()
     handler: Any = make_announce_handler(swarms, index.knows)
     app.router.add_get("/announce", handler)
     app.router.add_get("/scrape", make_scrape_handler(swarms, index.knows))

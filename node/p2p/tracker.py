@@ -2,15 +2,17 @@
 torrents it knows.
 
 Magnets carry this tracker, so they work without the DHT. Peers are kept in memory,
-bounded per address and per swarm, and forgotten when they stop announcing. The
-announce ``ip=`` parameter is ignored: a peer is where its request came from.
+bounded per address, per network (/24, /64) and per swarm, and forgotten when they stop
+announcing. The announce ``ip=`` parameter is ignored: a peer is where its request came
+from. Peers this node trusts (its own BitTorrent session, its federation peers' sessions:
+``Swarms.trusted``, wired in app.py) are never crowded out and are listed first.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +27,7 @@ STALE_S = 3 * INTERVAL  # a peer that has not announced for this long is forgott
 MAX_PEERS_RETURNED = 50
 MAX_SWARM = 2000
 MAX_PER_ADDRESS = 8  # peers one address may hold in a swarm (a NAT, a few clients)
+MAX_PER_PREFIX = 16  # and one /24 (IPv4) or /64 (IPv6): a few hosts of one network
 MAX_SCRAPE = 100  # info_hashes one scrape may name (or, naming none, swarms it lists)
 
 
@@ -34,18 +37,48 @@ class _Peer:
     port: int
     seeder: bool
     seen: float
+    network: str = ""  # its /24 or /64
+
+    def __post_init__(self) -> None:
+        self.network = self.network or prefix(self.ip)
+
+
+def prefix(ip: str) -> str:
+    """The network an address belongs to for crowding: its /24 (IPv4) or /64 (IPv6)."""
+    address = ipaddress.ip_address(ip)
+    bits = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def _endpoint(hint: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``) as a normalized (IP, port); None unless an IP."""
+    host, _, port = hint.rpartition(":")
+    try:
+        return str(ipaddress.ip_address(host.strip("[]"))), int(port)
+    except ValueError:
+        return None
+
+
+def _no_one() -> Iterable[str]:
+    return ()
 
 
 @dataclass
 class Swarms:
-    """Who announced what, in memory, bounded so that no one address can crowd out the
-    others: at most ``MAX_PER_ADDRESS`` peers per address in a swarm (a further one takes
-    the place of that address's stalest) and ``MAX_SWARM`` in all (a newcomer to a full
-    swarm takes the place of the stalest leecher if it is a seeder, else is not listed).
-    Answers list seeders first, then the most recently seen."""
+    """Who announced what, in memory, bounded so that no one address or network can
+    crowd out the others: at most ``MAX_PER_ADDRESS`` peers per address and
+    ``MAX_PER_PREFIX`` per /24 or /64 in a swarm (a further one takes the place of that
+    address's, else that network's, stalest) and ``MAX_SWARM`` in all (a newcomer to a
+    full swarm takes the place of the stalest leecher if it is a seeder, else is not
+    listed). A trusted peer (``trusted()``: "host:port" of this node's own BitTorrent
+    session and its federation peers') counts against no bound and is listed first;
+    then seeders, then leechers, the networks taking turns, the most recently seen
+    first within each: announces that claim to be seeders from a few networks cannot
+    push a real peer out of the answer."""
 
     swarms: dict[bytes, dict[bytes, _Peer]] = field(default_factory=dict)
     completed: dict[bytes, int] = field(default_factory=dict)  # "completed" events seen
+    trusted: Callable[[], Iterable[str]] = _no_one
 
     def announce(
         self, infohash: bytes, peer_id: bytes, ip: str, port: int, left: int, event: str
@@ -56,16 +89,14 @@ class Swarms:
             del swarm[pid]
         if event == "completed":
             self.completed[infohash] = self.completed.get(infohash, 0) + 1
+        trusted = self._trusted()
         if event == "stopped":
             swarm.pop(peer_id, None)
         else:
-            self._admit(swarm, peer_id, _Peer(ip, port, left == 0, now))
+            self._admit(swarm, peer_id, _Peer(ip, port, left == 0, now), trusted)
         if not swarm:
             self.swarms.pop(infohash, None)
-        others = sorted(
-            (p for pid, p in swarm.items() if pid != peer_id),
-            key=lambda p: (not p.seeder, -p.seen),
-        )
+        others = _in_turns([p for pid, p in swarm.items() if pid != peer_id], trusted)
         seeders = sum(1 for p in swarm.values() if p.seeder)
         return others[:MAX_PEERS_RETURNED], seeders, len(swarm) - seeders
 
@@ -76,23 +107,67 @@ class Swarms:
         seeders = sum(1 for p in live if p.seeder)
         return seeders, len(live) - seeders, self.completed.get(infohash, 0)
 
+    def _trusted(self) -> set[tuple[str, int]]:
+        return {e for hint in self.trusted() if (e := _endpoint(hint)) is not None}
+
     @staticmethod
-    def _admit(swarm: dict[bytes, _Peer], peer_id: bytes, peer: _Peer) -> None:
+    def _admit(
+        swarm: dict[bytes, _Peer], peer_id: bytes, peer: _Peer, trusted: set[tuple[str, int]]
+    ) -> None:
         known = swarm.get(peer_id)
         if known is not None and known.ip == peer.ip:
             swarm[peer_id] = peer
             return
         if known is not None:  # the same id from another address: a new peer, not a move
             return
-        same_address = [(p.seen, pid) for pid, p in swarm.items() if p.ip == peer.ip]
+        if (peer.ip, peer.port) in trusted:  # never crowded out, never crowding
+            swarm[peer_id] = peer
+            return
+        same_address, same_network = [], []
+        for pid, p in swarm.items():
+            if p.network != peer.network or (trusted and (p.ip, p.port) in trusted):
+                continue
+            same_network.append((p.seen, pid))
+            if p.ip == peer.ip:
+                same_address.append((p.seen, pid))
         if len(same_address) >= MAX_PER_ADDRESS:
             del swarm[min(same_address)[1]]
+        elif len(same_network) >= MAX_PER_PREFIX:
+            del swarm[min(same_network)[1]]
         elif len(swarm) >= MAX_SWARM:
             leechers = [(p.seen, pid) for pid, p in swarm.items() if not p.seeder]
             if not peer.seeder or not leechers:
                 return
             del swarm[min(leechers)[1]]
         swarm[peer_id] = peer
+
+
+def _in_turns(
+    peers: list[_Peer], trusted: set[tuple[str, int]], most: int = MAX_PEERS_RETURNED
+) -> list[_Peer]:
+    """The first ``most`` to list: trusted peers; then seeders before leechers, each
+    network's best before any network's second, the most recently seen first."""
+    first: list[_Peer] = []
+    groups: dict[tuple[bool, str], list[_Peer]] = {}
+    for peer in peers:
+        if trusted and (peer.ip, peer.port) in trusted:
+            first.append(peer)
+        else:
+            groups.setdefault((peer.seeder, peer.network), []).append(peer)
+    out = sorted(first, key=lambda p: -p.seen)[:most]
+    for seeder in (True, False):
+        ranked = [
+            sorted(group, key=lambda p: -p.seen)
+            for (is_seeder, _), group in groups.items()
+            if is_seeder == seeder
+        ]
+        rank = 0
+        while len(out) < most and ranked:
+            turn = sorted((group[rank] for group in ranked), key=lambda p: -p.seen)
+            out += turn[: most - len(out)]
+            rank += 1
+            ranked = [group for group in ranked if len(group) > rank]
+    return out
 
 
 def _bencoded(body: Any) -> web.Response:
