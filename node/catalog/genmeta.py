@@ -233,9 +233,10 @@ def parse_a1111(text: str) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
-    """A1111's rule: a value with a comma, colon or newline is written as a JSON string."""
+    """A1111's rule: a value with a comma, colon or newline is written as a JSON string; so
+    is an empty or padded one, which would not read back as written."""
     text = str(value)
-    if any(c in text for c in ',:\n"') or text[:1] in ("{", "[") or text != text.strip():
+    if not text or text != text.strip() or any(c in text for c in ',:\n"') or text[:1] in "{[":
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -243,7 +244,7 @@ def _quote(value: Any) -> str:
 def format_a1111(meta: Mapping[str, Any]) -> str:
     """The inverse of :func:`parse_a1111`: the text A1111's "copy generation data" gives."""
     lines = [str(meta.get("prompt") or "")]
-    if meta.get("negativePrompt"):
+    if meta.get("negativePrompt") is not None:  # an empty one too: parsing gives it back
         lines.append(f"Negative prompt: {meta['negativePrompt']}")
     fields: list[tuple[str, str]] = []
     if meta.get("steps") is not None:
