@@ -44,9 +44,14 @@ async def test_errors_are_json_without_tracebacks(
 
     resp = await client.post("/api/admin/users", json=["a list"], headers=admin_headers)
     assert resp.status == 400
+    assert await resp.json() == {
+        "error": "bad_request",
+        "message": "the body must be a JSON object",
+    }
 
     resp = await client.post("/api/admin/users", json={"name": 5}, headers=admin_headers)
     assert resp.status == 400
+    assert await resp.json() == {"error": "bad_request", "message": "'name' must be a str"}
 
 
 async def test_oversize_body_is_a_json_413(
