@@ -126,6 +126,11 @@ async def test_a_model_published_on_one_node_is_found_on_its_peer(
     sha = original["modelVersions"][0]["files"][0]["hashes"]["SHA256"]
     resp = await b.client.get(f"/api/v1/model-versions/by-hash/{sha}")
     assert resp.status == 200
+    found = await resp.json()
+    version = original["modelVersions"][0]
+    assert (found["id"], found["modelId"]) == (version["id"], original["id"])
+    assert found["model"]["name"] == "Fox"
+    assert [f["hashes"]["SHA256"] for f in found["files"]] == [sha]
 
     async def preview_fetched() -> Any:
         image = (await models_on(b))[0]["modelVersions"][0]["images"][0]
