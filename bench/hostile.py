@@ -36,25 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node.app import Node, build_node, create_app, set_public_url
-from node.config import load_config, render_config
-from node.home import Home
+import sync as sync_bench  # its real nodes: one way to start them
+from sync import LiveNode
+
 from node.p2p.federation.pull import MAX_SEQ
 from node.p2p.keys import SigningKey
 from node.p2p.records import now_ms, sign_record
 from tests.p2p.hostile.fakepeer import MODES, RECORDS, FakePeer
 
-SETTINGS: dict[tuple[str, str], Any] = {
-    ("server", "port"): 0,
-    ("torrent", "enabled"): False,
-    ("torrent", "listen_host"): "127.0.0.1",
-    ("torrent", "listen_port"): 0,
-    ("torrent", "dht"): False,
-}
 HOSTILE = [m for m in MODES if m != "good"]
 SETTLE_S = 5.0  # how long a hostile turn may go on after the good ones, before removal
 POLL_S = 0.005
@@ -68,33 +60,12 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-@dataclass
-class LiveNode:
-    node: Node
-    runner: web.AppRunner
-    url: str
-
-    @property
-    def did(self) -> str:
-        return self.node.node_key.did
-
-
 async def start_node(root: Path, name: str) -> LiveNode:
-    home = Home(root / name)
-    config = load_config(home.path, {**SETTINGS, ("node", "name"): name}, environ={})
-    home.create(render_config(config))
-    node = build_node(config, home)
-    await node.db.migrate()
-    app = create_app(node, home.admin_token())
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    url = f"http://{host}:{port}"
-    set_public_url(app, url)
-    await node.federation.stop()  # only the measured round runs
-    return LiveNode(node, runner, url)
+    """A real node (bench/sync.py's), its federation loops stopped: only the measured
+    round runs."""
+    live = await sync_bench.start_node(root, name)
+    await live.node.federation.stop()
+    return live
 
 
 async def load(live: LiveNode, label: str, n: int) -> None:
