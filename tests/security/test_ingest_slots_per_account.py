@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import FormData
@@ -47,11 +48,18 @@ async def _trickler(
     return reader, writer
 
 
+async def _until(done: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``done()``: the slots count is plain state, with no event."""
+    async with asyncio.timeout(BOUND_S):
+        while True:
+            if done():
+                return
+            await asyncio.sleep(0.02)
+
+
 async def _held(node: Node, did: str, n: int) -> None:
     slots = node.catalog.publisher.slots
-    async with asyncio.timeout(BOUND_S):
-        while slots.accounts[did] < n:
-            await asyncio.sleep(0.02)
+    await _until(lambda: slots.accounts[did] >= n)
 
 
 def _upload_form(path: Path, name: str) -> FormData:
@@ -116,9 +124,7 @@ async def test_a_trickled_upload_is_answered_408_and_frees_its_slot(
             dribble.cancel()
         assert status.startswith(b"HTTP/1.1 408"), status
         assert b"server.min_upload_bytes_per_s" in answer
-        async with asyncio.timeout(BOUND_S):
-            while slots.accounts[alice.did]:
-                await asyncio.sleep(0.02)
+        await _until(lambda: not slots.accounts[alice.did])
         assert list(node.catalog.publisher.store.tmp.iterdir()) == []
     finally:
         writer.close()
