@@ -120,7 +120,16 @@ class ServerSection:
         30, "Seconds a request body may stall while the node waits for its next byte.", _positive
     )
     max_connections_per_address: int = setting(
-        16, "Most open connections from one client address (trusted proxies exempt).", _positive
+        16,
+        "Most open connections from one client address (an IPv6 client: its /64; trusted "
+        "proxies exempt).",
+        _positive,
+    )
+    send_timeout_s: int = setting(
+        60,
+        "Seconds a client may leave what the node sends it unread (the socket's send queue "
+        "not moving) before its connection is closed.",
+        _positive,
     )
     shutdown_timeout_s: int = setting(
         10,

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import ipaddress
 import logging
 import os
 import signal
+import struct
 import sys
+import termios
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,28 +44,67 @@ log = logging.getLogger("civitas.node")
 
 
 class ConnectionGuard:
-    """Counts open connections per client address and refuses those over the cap."""
+    """Counts open connections per client address (an IPv6 client: per /64, what one host
+    is given) and refuses those over the cap; closes connections whose client stopped
+    reading what the node sends (:meth:`watch`)."""
 
-    def __init__(self, max_per_address: int, exempt: TrustedProxies) -> None:
+    def __init__(
+        self, max_per_address: int, exempt: TrustedProxies, send_timeout_s: float = 60.0
+    ) -> None:
         self.max_per_address = max_per_address
         self.exempt = exempt
+        self.send_timeout_s = send_timeout_s
         self.open: Counter[str] = Counter()
         self.refused = 0
+        self.stalled = 0
+        self.connections: set[_GuardedConnection] = set()
+
+    @staticmethod
+    def key(address: str) -> str:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return address
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
 
     def admit(self, address: str) -> bool:
-        if self.open[address] >= self.max_per_address and address not in self.exempt:
+        key = self.key(address)
+        if self.open[key] >= self.max_per_address and address not in self.exempt:
             self.refused += 1
             return False
-        self.open[address] += 1
+        self.open[key] += 1
         return True
 
     def release(self, address: str) -> None:
-        self.open[address] -= 1
-        if self.open[address] <= 0:
-            del self.open[address]
+        key = self.key(address)
+        self.open[key] -= 1
+        if self.open[key] <= 0:
+            del self.open[key]
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: _GuardedConnection(self, factory)
+
+    async def watch(self) -> None:
+        """Every so often, look at each connection's kernel send queue: bytes the node sent
+        that the client has not taken. A queue that holds data and has not moved for
+        ``send_timeout_s`` is a client that stopped reading (a response streamed by
+        sendfile never fills the transport's own buffer, so this asks the socket)."""
+        every = max(0.05, min(1.0, self.send_timeout_s / 4))
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.stalled_for(now) >= self.send_timeout_s:
+                    self.stalled += 1
+                    log.info(
+                        "client stopped reading: connection closed",
+                        extra={"address": conn.address, "after_s": self.send_timeout_s},
+                    )
+                    conn.abort()
 
 
 class _GuardedConnection(asyncio.Protocol):
@@ -72,6 +115,9 @@ class _GuardedConnection(asyncio.Protocol):
         self.factory = factory
         self.inner: asyncio.Protocol | None = None
         self.address = ""
+        self.transport: asyncio.Transport | None = None
+        self.queued = 0  # the send queue's size when last looked at
+        self.since = 0.0  # since when it has held that much
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -80,14 +126,38 @@ class _GuardedConnection(asyncio.Protocol):
             cast(asyncio.Transport, transport).abort()  # before aiohttp sees it
             return
         self.address = address
+        self.transport = cast(asyncio.Transport, transport)
+        self.guard.connections.add(self)
         self.inner = self.factory()
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.connections.discard(self)
         if self.inner is not None:
             self.guard.release(self.address)
             self.inner.connection_lost(exc)
             self.inner = None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the kernel has held the same unsent bytes for this client (0: moving)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        try:
+            queued = _unsent(sock.fileno()) if sock is not None else 0
+        except OSError:
+            queued = 0
+        if queued == 0 or queued != self.queued:
+            self.queued, self.since = queued, now
+            return 0.0
+        return now - self.since
+
+    def abort(self) -> None:
+        """Close the connection and end its handler: a response being sent by sendfile
+        would otherwise wait for a socket that is gone, holding its file open."""
+        handler = getattr(self.inner, "_task_handler", None)  # aiohttp's task for it
+        if self.transport is not None:
+            self.transport.abort()
+        if isinstance(handler, asyncio.Task):
+            handler.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
@@ -108,7 +178,7 @@ class _GuardedConnection(asyncio.Protocol):
 class GuardedSite(web.TCPSite):
     """aiohttp's TCP site with every connection passed through a :class:`ConnectionGuard`."""
 
-    __slots__ = ("guard",)
+    __slots__ = ("_watch", "guard")
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard):
         super().__init__(runner, host, port)
@@ -122,6 +192,23 @@ class GuardedSite(web.TCPSite):
             self.guard.wrap(server), self._host, self._port, backlog=self._backlog
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
+        self._watch = asyncio.create_task(self.guard.watch(), name="stalled-readers")
+
+    async def stop(self) -> None:
+        watch = getattr(self, "_watch", None)
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        await super().stop()
+
+
+def _unsent(fd: int) -> int:
+    """Bytes in a TCP socket's send queue not yet taken by the other side (Linux SIOCOUTQ;
+    0 where the platform has no such ioctl)."""
+    if not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    return int(struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
 
 
 _PREPARED = web.RequestKey("civitas_prepared", bool)
@@ -190,7 +277,9 @@ async def start_server(
     )
     await runner.setup()  # runs cleanup_ctx startup: database check, schema check
     guard = ConnectionGuard(
-        settings.max_connections_per_address, TrustedProxies(settings.trusted_proxies)
+        settings.max_connections_per_address,
+        TrustedProxies(settings.trusted_proxies),
+        float(settings.send_timeout_s),
     )
     site = GuardedSite(runner, settings.host, settings.port, guard)
     try:
