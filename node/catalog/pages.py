@@ -270,7 +270,9 @@ async def publish(request: web.Request) -> web.StreamResponse:
     """The form without JavaScript: fields first, then preview images, the file last."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the publish form as multipart/form-data")
-    who = require_user(request)
+    # A session's cookie counts only once the form's token is checked (in the body), so
+    # the account is known here only for a token sent in the header.
+    who = principal(request)
     account = who.user.did if who.user is not None else None
     # The slot is taken before a byte of the body is read (previews are held in memory).
     async with request.app[CATALOG].publisher.slots.hold(wait=False, account=account):
