@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from aiohttp import web
 
 from node.errors import BadRequest, CivitasError, Forbidden, NotFound
 from node.http import field, json_ok, query_int, read_capped, read_json, require_admin
 from node.p2p.federation import wire
-from node.p2p.federation.service import Federation, Peer
+from node.p2p.federation.service import Federation
 from node.p2p.federation.signing import RequestVerifier
 from node.p2p.records import MAX_RECORD_BYTES
 
@@ -67,31 +66,8 @@ async def inbox(request: web.Request) -> web.Response:
         raise Forbidden(exc.message) from None
     batch = wire.decode_batch(body)
     federation.take_push_allowance(peer.did, len(batch))
-    return json_ok(await _accept(federation, batch, peer))
-
-
-async def _accept(federation: Federation, batch: list[bytes], peer: Peer) -> dict[str, Any]:
-    """Accept a pushed batch; should it fail in a way no rule foresaw (a bug here, not
-    the peer's fault), each record is tried alone and the ones that still fail are refused
-    as ``internal_error``: a peer never gets a 500, and no good record is lost with them."""
-    try:
-        accepted, errors = await federation.accept(batch, peer)
-    except CivitasError:
-        raise
-    except Exception:
-        log.exception("inbox batch failed; each record tried alone", extra={"peer": peer.did})
-        accepted, errors = 0, []
-        for raw in batch:
-            try:
-                one, refused = await federation.accept([raw], peer)
-            except CivitasError:
-                raise
-            except Exception:
-                log.exception("pushed record failed", extra={"peer": peer.did})
-                one, refused = 0, ["internal_error"]
-            accepted += one
-            errors += refused
-    return {"accepted": accepted, "rejected": errors}
+    accepted, errors = await federation.accept(batch, peer)
+    return json_ok({"accepted": accepted, "rejected": errors})
 
 
 # --- the operator's side ---------------------------------------------------------------------
