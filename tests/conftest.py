@@ -22,6 +22,8 @@ from node.home import Home
 
 PG_ENV = "CIVITAS_TEST_DATABASE_URL"
 
+pytest_plugins = ["tests.hang_report"]
+
 
 async def _pg_admin(url: str):  # type: ignore[no-untyped-def]
     import asyncpg
