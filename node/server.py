@@ -26,10 +26,11 @@ import signal
 import struct
 import sys
 import termios
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import cast
+from typing import NoReturn, cast
 
 from aiohttp import web
 
@@ -337,41 +338,89 @@ async def run_node(config: Config, home: Home, stop: asyncio.Event) -> bool:
     return True
 
 
-def serve_forever(config: Config, home: Home) -> None:
+class StopSignals:
+    """SIGTERM and SIGINT: the first asks the node to stop and arms a watchdog thread that
+    ends the process if the stop overruns ``deadline_s``; a second ends it at once.
+
+    Plain ``signal.signal`` handlers, not the loop's: Python runs them between any two
+    bytecodes, so a stop is seen even while a blocking call holds the event loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stop: asyncio.Event,
+        deadline_s: float,
+        home: Home,
+    ):
+        self.loop = loop
+        self.stop = stop
+        self.deadline_s = deadline_s
+        self.home = home
+        self.watchdog: threading.Timer | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.watchdog is not None:
+            self._exit_now("a second signal: exiting at once", signal=signal.Signals(signum).name)
+        self.watchdog = threading.Timer(
+            self.deadline_s,
+            self._exit_now,
+            ("the node did not stop within server.shutdown_timeout_s; exiting anyway",),
+            {"limit_s": self.deadline_s},
+        )
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        self.loop.call_soon_threadsafe(self.stop.set)
+
+    def _exit_now(self, message: str, **facts: object) -> NoReturn:
+        """End the process now, whatever its threads and loop are doing: every write the
+        node acknowledged is committed already (what kill -9 relies on too)."""
+        log.error(message, extra=facts)
+        with contextlib.suppress(OSError):
+            self.home.clear_runtime()
+        _flush_and_exit()
+
+
+def _flush_and_exit() -> NoReturn:
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)
+
+
+def serve_forever(config: Config, home: Home) -> NoReturn:
     setup_logging(config.log.level, config.log.format)
     lock = home.lock()
-    clean = True
+    limit_s = float(config.server.shutdown_timeout_s)
     try:
 
         async def main() -> bool:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            # the stop's own budget (limit_s), then _finish's, then a second to spare
+            StopSignals(asyncio.get_running_loop(), stop, limit_s * 1.25 + 1, home).install()
             return await run_node(config, home, stop)
 
         loop = asyncio.new_event_loop()
-        try:
-            clean = loop.run_until_complete(main())
-            clean = _finish(loop, float(config.server.shutdown_timeout_s)) and clean
-        finally:
-            if clean:
-                loop.close()
+        clean = loop.run_until_complete(main())
+        if not _finish(loop, limit_s) and clean:  # run_node logged its own overrun
+            log.error(
+                "the node did not stop within server.shutdown_timeout_s; exiting anyway",
+                extra={"limit_s": limit_s},
+            )
     finally:
         lock.release()
-    if not clean:
-        # A handler or thread is stuck (a blocking read on a dead disk …): exit now rather
-        # than wait for it; every acknowledged write is committed already.
-        logging.shutdown()
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(0)
+    # Threads the node started may still run (a cancelled request's hashing, a read on a
+    # dead disk): the interpreter would wait for each at exit, so the process ends here.
+    _flush_and_exit()
 
 
 def _finish(loop: asyncio.AbstractEventLoop, limit_s: float) -> bool:
-    """Cancel what is left on the loop and stop its threads, within ``limit_s / 4``;
-    False when something did not end in time."""
+    """Cancel what is left on the loop, within ``limit_s / 4``; False when something did
+    not end in time. Threads are not waited for (see serve_forever)."""
     left = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in left:
         task.cancel()
@@ -379,8 +428,7 @@ def _finish(loop: asyncio.AbstractEventLoop, limit_s: float) -> bool:
     async def settle() -> None:
         if left:
             await asyncio.wait(left, timeout=limit_s / 8)
-        await loop.shutdown_asyncgens()
-        await asyncio.wait_for(loop.shutdown_default_executor(), limit_s / 8)
+        await asyncio.wait_for(loop.shutdown_asyncgens(), limit_s / 8)
 
     try:
         loop.run_until_complete(settle())
