@@ -13,9 +13,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from node.background import background_pool
 from node.errors import TooManyRequests
 
 T = TypeVar("T")
@@ -66,7 +66,7 @@ class PasswordHasher:
 
     def __init__(self, concurrency: int = 2, queue: int = 32) -> None:
         self.concurrency, self.queue = concurrency, queue
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="civitas-scrypt")
+        self._pool = background_pool(concurrency, "civitas-scrypt")
         self._waiting = 0
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
+from node.background import run_in_background
 from node.catalog.safetensors import U64_MAX, header_length, refuse_pickle
 from node.errors import CivitasError
 
@@ -139,7 +140,8 @@ class ImageDecodes:
     One decode may hold up to ``images.MAX_DECODE_BYTES``, so image decoding never holds
     more than ``limit`` times that. Callers wait for a slot (a decode takes a second at
     most); the work runs in a thread. A caller cancelled while its decode runs keeps the
-    slot until the thread ends, since a thread cannot be stopped.
+    slot until the thread ends, since a thread cannot be stopped. The threads run at a
+    lower CPU priority than the event loop (node/background.py).
     """
 
     def __init__(self, limit: int = DEFAULT_MAX_DECODES) -> None:
@@ -153,7 +155,7 @@ class ImageDecodes:
         async with self._free:
             self.active += 1
             self.peak = max(self.peak, self.active)
-            work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+            work = asyncio.ensure_future(run_in_background(fn, *args))
             try:
                 return await asyncio.shield(work)
             finally:
