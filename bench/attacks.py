@@ -6,14 +6,20 @@ address every 20 ms and sampling the node's RSS. Prints one line per attack:
 
     attack  result  healthz p50/p99/max ms  rss max MiB
 
-Run: ``.venv/bin/python bench/attacks.py`` (about a minute). Header and body timeouts are
-set to 5 s here (defaults 10 s and 30 s) so the slow-client attacks finish sooner.
+Then the attacks on uploads, each by a member or an anonymous client: a training zip
+bomb, anonymous job-output uploads, checkpoint headers declaring a million tensors, and
+a flood of preview widths of a 36-megapixel image; after each, the files left in the
+node's temp directories are counted (``tmp files``; it must be 0).
+
+Run: ``.venv/bin/python bench/attacks.py`` (about two minutes). Header and body timeouts
+are set to 5 s here (defaults 10 s and 30 s) so the slow-client attacks finish sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import re
 import statistics
@@ -24,8 +30,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save_file
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from tests.compute.zips import Entry, raw_zip, zeros
 
 CIVITAS = Path(sys.executable).parent / "civitas"
 PASSWORD = "correct horse battery"
@@ -59,33 +72,32 @@ def rss_mib(pid: int) -> float:
 
 
 class Probe:
-    """/healthz every 20 ms from 127.0.0.2, and the node's RSS every 100 ms."""
+    """/healthz every 20 ms from 127.0.0.2, and the node's RSS every 100 ms, in a process
+    of its own: the attacks' own work (building a 64 MiB header, sending it) must not
+    delay the probe's event loop and be counted as the node's latency."""
 
     def __init__(self, url: str, pid: int) -> None:
         self.url, self.pid = url, pid
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results: multiprocessing.Queue[tuple[list[float], int, list[float]]] = context.Queue()
+        self._process = context.Process(
+            target=_probe_process, args=(url, pid, self._stop, self._results), daemon=True
+        )
         self.latencies: list[float] = []
         self.failures = 0
         self.rss: list[float] = []
 
-    async def run(self, stop: asyncio.Event) -> None:
-        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=1)
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            tick = 0
-            while not stop.is_set():
-                started = time.perf_counter()
-                try:
-                    async with session.get(self.url + "/healthz") as resp:
-                        await resp.read()
-                        ok = resp.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
-                self.latencies.append((time.perf_counter() - started) * 1000)
-                self.failures += not ok
-                if tick % 5 == 0:
-                    self.rss.append(rss_mib(self.pid))
-                tick += 1
-                await asyncio.sleep(0.02)
+    async def start(self) -> None:
+        self._process.start()
+        await asyncio.sleep(0.5)  # its interpreter starts, then it probes
+
+    async def finish(self) -> None:
+        self._stop.set()
+        self.latencies, self.failures, self.rss = await asyncio.to_thread(
+            self._results.get, True, 30
+        )
+        await asyncio.to_thread(self._process.join, 10)
 
     def summary(self) -> str:
         lat = sorted(self.latencies) or [0.0]
@@ -94,6 +106,35 @@ class Probe:
             f"healthz p50 {statistics.median(lat):.1f} p99 {p99:.1f} max {lat[-1]:.1f} ms "
             f"({len(lat)} probes, {self.failures} failed)  rss max {max(self.rss or [0]):.0f} MiB"
         )
+
+
+def _probe_process(url: str, pid: int, stop: Any, results: Any) -> None:
+    results.put(asyncio.run(_probe(url, pid, stop)))
+
+
+async def _probe(url: str, pid: int, stop: Any) -> tuple[list[float], int, list[float]]:
+    latencies: list[float] = []
+    rss: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=1)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tick = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                async with session.get(url + "/healthz") as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            latencies.append((time.perf_counter() - started) * 1000)
+            failures += not ok
+            if tick % 5 == 0:
+                rss.append(rss_mib(pid))
+            tick += 1
+            await asyncio.sleep(0.02)
+    return latencies, failures, rss
 
 
 def session_from(address: str, limit: int = 100) -> aiohttp.ClientSession:
@@ -261,6 +302,185 @@ async def open_redirect(url: str) -> str:
     return f"{offsite} of {len(payloads)} payloads redirected off the site"
 
 
+# --- attacks on uploads: they need a member, a checkpoint and an image ------------------
+
+MIB = 1024 * 1024
+
+
+class Member:
+    """alice's token, and what she published: a checkpoint's version id and an image URL."""
+
+    token = ""
+    version_id = 0
+    image_url = ""
+
+
+def _multipart(fields: list[tuple[str, bytes, str, str | None]]) -> tuple[bytes, str]:
+    """(name, data, content type, filename) parts as one multipart/form-data body."""
+    boundary = "civitasbench"
+    body = b""
+    for name, data, kind, filename in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += (
+            (
+                f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                f"Content-Type: {kind}\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+async def publish_checkpoint(url: str, member: Member, tmp: Path) -> None:
+    """alice publishes a small checkpoint with a 36-megapixel preview."""
+    checkpoint = tmp / "base.safetensors"
+    rng = np.random.default_rng(0)
+    save_file(
+        {"model.diffusion_model.w": rng.standard_normal((64, 64), dtype=np.float32)},
+        str(checkpoint),
+    )
+    picture = tmp / "big.jpg"
+    Image.radial_gradient("L").resize((6000, 6000)).convert("RGB").save(picture, quality=85)
+    meta = {"name": "Base", "type": "Checkpoint", "base_model": "SD 1.5"}
+    body, kind = _multipart(
+        [
+            ("metadata", json.dumps(meta).encode(), "application/json", None),
+            ("image", picture.read_bytes(), "image/jpeg", "big.jpg"),
+            ("file", checkpoint.read_bytes(), "application/octet-stream", "base.safetensors"),
+        ]
+    )
+    async with session_from("127.0.0.130", limit=1) as s:
+        headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
+        async with s.post(url + "/api/models", data=body, headers=headers) as resp:
+            answer = await resp.json()
+            assert resp.status == 201, answer
+    version = answer["model"]["modelVersions"][0]
+    member.version_id = version["id"]
+    member.image_url = version["images"][0]["url"]
+
+
+async def zip_bomb(url: str, member: Member) -> str:
+    """Three members' training jobs at once, each a 40 x 50 MiB zip of zeros (~2 MiB)."""
+    one = zeros("0.png", 50 * MIB)
+    bomb = raw_zip([Entry(f"{i}.png", one.payload, one.crc, one.size) for i in range(40)])
+    params = {"kind": "train", "model_version_id": member.version_id, "trigger_word": "x"}
+    body, kind = _multipart(
+        [
+            ("params", json.dumps(params).encode(), "application/json", None),
+            ("zip", bomb, "application/zip", "set.zip"),
+        ]
+    )
+    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
+    async with session_from("127.0.0.131", limit=3) as s:
+
+        async def one_job() -> int:
+            async with s.post(url + "/api/jobs", data=body, headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = Counter(await asyncio.gather(*(one_job() for _ in range(3))))
+    return f"{len(bomb) // 1024} KiB zips: statuses {dict(sorted(statuses.items()))}"
+
+
+async def anonymous_outputs(url: str, member: Member) -> str:
+    """20 anonymous 20 MiB job-output uploads at once: all refused, nothing written."""
+    chunk = bytes(MIB)
+
+    async def body() -> Any:
+        for _ in range(20):
+            yield chunk
+
+    async with session_from("127.0.0.132", limit=20) as s:
+
+        async def one(i: int) -> int:
+            path = f"/api/compute/jobs/{i}/outputs/{'0' * 64}"
+            try:
+                async with s.put(url + path, data=body()) as resp:
+                    await resp.read()
+                    return resp.status
+            except aiohttp.ClientError:
+                return 0  # the node closed the connection on a refused body
+
+        statuses = Counter(await asyncio.gather(*(one(i) for i in range(20))))
+    return f"statuses {dict(sorted(statuses.items()))}"
+
+
+async def header_bomb(url: str, member: Member) -> str:
+    """Three uploads at once of a checkpoint whose 70 MB header declares 1M tensors."""
+    entries = b",".join(
+        b'"t%d":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}' % (i, i, i + 1)
+        for i in range(1_000_000)
+    )
+    header = b"{" + entries + b"}"
+    data = len(header).to_bytes(8, "little") + header + bytes(1_000_000)
+    meta = {"name": "Bomb", "type": "Checkpoint", "base_model": "SD 1.5"}
+    body, kind = _multipart(
+        [
+            ("metadata", json.dumps(meta).encode(), "application/json", None),
+            ("file", data, "application/octet-stream", "bomb.safetensors"),
+        ]
+    )
+    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
+    async with session_from("127.0.0.133", limit=3) as s:
+
+        async def one() -> int:
+            try:
+                async with s.post(url + "/api/models", data=body, headers=headers) as resp:
+                    await resp.read()
+                    return resp.status
+            except aiohttp.ClientError:
+                return 0
+
+        statuses = Counter(await asyncio.gather(*(one() for _ in range(3))))
+    return f"{len(header) // MIB} MiB headers: statuses {dict(sorted(statuses.items()))}"
+
+
+async def preview_widths(url: str, member: Member) -> str:
+    """40 anonymous requests at once for distinct widths (16 … 4000) of the 36 MP
+    preview, 10 from each of 4 addresses."""
+    head, _, name = member.image_url.rsplit("/", 2)
+    sessions = [session_from(f"127.0.0.{134 + i}", limit=10) for i in range(4)]
+
+    async def one(s: aiohttp.ClientSession, width: int) -> int:
+        try:
+            async with s.get(f"{head}/width={width}/{name}") as resp:
+                await resp.read()
+                return resp.status
+        except aiohttp.ClientError:
+            return 0
+
+    try:
+        statuses = Counter(
+            await asyncio.gather(*(one(sessions[i % 4], 16 + i * 102) for i in range(40)))
+        )
+    finally:
+        for s in sessions:
+            await s.close()
+    return f"statuses {dict(sorted(statuses.items()))}"
+
+
+UPLOAD_ATTACKS: list[tuple[str, Callable[[str, Member], Awaitable[str]]]] = [
+    ("zip bomb", zip_bomb),
+    ("anon outputs", anonymous_outputs),
+    ("header bomb", header_bomb),
+    ("preview widths", preview_widths),
+]
+
+
+def _bind(
+    attack: Callable[[str, Member], Awaitable[str]], member: Member
+) -> Callable[[str], Awaitable[str]]:
+    return lambda url: attack(url, member)
+
+
+def temp_files(home: Path) -> int:
+    """Files left in the node's temp directories."""
+    return sum(
+        1 for tmp in home.rglob("tmp") if tmp.is_dir() for f in tmp.rglob("*") if f.is_file()
+    )
+
+
 ATTACKS: list[tuple[str, Callable[[str], Awaitable[str]]]] = [
     ("login flood", login_flood),
     ("brute force", brute_force),
@@ -277,6 +497,8 @@ async def main() -> None:
         home = Path(tmp) / "home"
         civitas(home, "init", "--name", "bench", "--host", "127.0.0.1", "--port", "0")
         civitas(home, "user", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+        member = Member()
+        member.token = civitas(home, "token", "create", "alice").strip()
         node = subprocess.Popen(  # noqa: ASYNC220 (started once, before any attack)
             [str(CIVITAS), "--home", str(home), "serve"],
             stdout=subprocess.PIPE,
@@ -289,15 +511,17 @@ async def main() -> None:
             line = node.stdout.readline()
             url = line.rsplit(" ", 1)[1].strip()
             print(f"node {url} pid {node.pid}, idle rss {rss_mib(node.pid):.0f} MiB", flush=True)
-            for name, attack in ATTACKS:
-                probe, stop = Probe(url, node.pid), asyncio.Event()
-                probing = asyncio.create_task(probe.run(stop))
-                await asyncio.sleep(0.2)
+            await publish_checkpoint(url, member, Path(tmp))
+            runs = [(name, attack) for name, attack in ATTACKS]
+            runs += [(name, _bind(attack, member)) for name, attack in UPLOAD_ATTACKS]
+            for name, attack in runs:
+                probe = Probe(url, node.pid)
+                await probe.start()
                 result = await attack(url)
-                stop.set()
-                await probing
+                await probe.finish()
                 print(f"{name:16} {result}\n{'':16} {probe.summary()}", flush=True)
                 await asyncio.sleep(6)  # let timeouts close what the attack left open
+                print(f"{'':16} tmp files {temp_files(home)}", flush=True)
             print(json.dumps({"rss_end_mib": round(rss_mib(node.pid))}))
         finally:
             node.terminate()
