@@ -23,6 +23,8 @@ from node.p2p.torrentmeta import TorrentMeta
 
 log = logging.getLogger("civitas.torrents")
 
+SESSION_CLOSE_TIMEOUT_S = 10.0  # a libtorrent session may take this long to close
+
 PRIVATE_RANGES = (
     ("10.0.0.0", "10.255.255.255"),
     ("172.16.0.0", "172.31.255.255"),
@@ -164,8 +166,21 @@ class TorrentEngine:
         (self.state_dir / "session.state").write_bytes(lt.write_session_params_buf(params))
         self.session.set_alert_notify(lambda: None)
         self.session.pause()
-        self.session = None
         self.handles.clear()
+        # Destroying a session blocks until libtorrent's threads end (its last tracker
+        # announces included, which may be to this very node): done on a worker thread
+        # so the event loop keeps answering, and not waited for past a bound.
+        last_reference = [self.session]
+        self.session = None
+        closing = asyncio.ensure_future(asyncio.to_thread(last_reference.clear))
+        del last_reference
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), SESSION_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.error(
+                "the torrent session did not close in time; going on without it",
+                extra={"s": SESSION_CLOSE_TIMEOUT_S},
+            )
 
     @property
     def listen_port(self) -> int:
