@@ -360,6 +360,21 @@ async def publish_checkpoint(url: str, member: Member, tmp: Path) -> None:
     member.image_url = version["images"][0]["url"]
 
 
+async def _status(s: aiohttp.ClientSession, method: str, url: str, **request: Any) -> int:
+    """The answer's status; 0 where the node closed the connection instead (a refused
+    body, a connection over the per-address cap)."""
+    try:
+        async with s.request(method, url, **request) as resp:
+            await resp.read()
+            return resp.status
+    except aiohttp.ClientError:
+        return 0
+
+
+def _tally(statuses: list[int]) -> str:
+    return f"statuses {dict(sorted(Counter(statuses).items()))}"
+
+
 async def zip_bomb(url: str, member: Member) -> str:
     """Three members' training jobs at once, each a 40 x 50 MiB zip of zeros (~2 MiB)."""
     one = zeros("0.png", 50 * MIB)
@@ -373,14 +388,9 @@ async def zip_bomb(url: str, member: Member) -> str:
     )
     headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
     async with session_from("127.0.0.131", limit=3) as s:
-
-        async def one_job() -> int:
-            async with s.post(url + "/api/jobs", data=body, headers=headers) as resp:
-                await resp.read()
-                return resp.status
-
-        statuses = Counter(await asyncio.gather(*(one_job() for _ in range(3))))
-    return f"{len(bomb) // 1024} KiB zips: statuses {dict(sorted(statuses.items()))}"
+        jobs = (_status(s, "POST", url + "/api/jobs", data=body, headers=headers) for _ in "abc")
+        statuses = await asyncio.gather(*jobs)
+    return f"{len(bomb) // 1024} KiB zips: {_tally(statuses)}"
 
 
 async def anonymous_outputs(url: str, member: Member) -> str:
@@ -392,18 +402,11 @@ async def anonymous_outputs(url: str, member: Member) -> str:
             yield chunk
 
     async with session_from("127.0.0.132", limit=20) as s:
-
-        async def one(i: int) -> int:
-            path = f"/api/compute/jobs/{i}/outputs/{'0' * 64}"
-            try:
-                async with s.put(url + path, data=body()) as resp:
-                    await resp.read()
-                    return resp.status
-            except aiohttp.ClientError:
-                return 0  # the node closed the connection on a refused body
-
-        statuses = Counter(await asyncio.gather(*(one(i) for i in range(20))))
-    return f"statuses {dict(sorted(statuses.items()))}"
+        path = url + "/api/compute/jobs/{}/outputs/" + "0" * 64
+        statuses = await asyncio.gather(
+            *(_status(s, "PUT", path.format(i), data=body()) for i in range(20))
+        )
+    return _tally(statuses)
 
 
 async def header_bomb(url: str, member: Member) -> str:
@@ -423,17 +426,11 @@ async def header_bomb(url: str, member: Member) -> str:
     )
     headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
     async with session_from("127.0.0.133", limit=3) as s:
-
-        async def one() -> int:
-            try:
-                async with s.post(url + "/api/models", data=body, headers=headers) as resp:
-                    await resp.read()
-                    return resp.status
-            except aiohttp.ClientError:
-                return 0
-
-        statuses = Counter(await asyncio.gather(*(one() for _ in range(3))))
-    return f"{len(header) // MIB} MiB headers: statuses {dict(sorted(statuses.items()))}"
+        uploads = (
+            _status(s, "POST", url + "/api/models", data=body, headers=headers) for _ in "abc"
+        )
+        statuses = await asyncio.gather(*uploads)
+    return f"{len(header) // MIB} MiB headers: {_tally(statuses)}"
 
 
 async def preview_widths(url: str, member: Member) -> str:
@@ -441,23 +438,17 @@ async def preview_widths(url: str, member: Member) -> str:
     preview, 10 from each of 4 addresses."""
     head, _, name = member.image_url.rsplit("/", 2)
     sessions = [session_from(f"127.0.0.{134 + i}", limit=10) for i in range(4)]
-
-    async def one(s: aiohttp.ClientSession, width: int) -> int:
-        try:
-            async with s.get(f"{head}/width={width}/{name}") as resp:
-                await resp.read()
-                return resp.status
-        except aiohttp.ClientError:
-            return 0
-
     try:
-        statuses = Counter(
-            await asyncio.gather(*(one(sessions[i % 4], 16 + i * 102) for i in range(40)))
+        statuses = await asyncio.gather(
+            *(
+                _status(sessions[i % 4], "GET", f"{head}/width={16 + i * 102}/{name}")
+                for i in range(40)
+            )
         )
     finally:
         for s in sessions:
             await s.close()
-    return f"statuses {dict(sorted(statuses.items()))}"
+    return _tally(statuses)
 
 
 UPLOAD_ATTACKS: list[tuple[str, Callable[[str, Member], Awaitable[str]]]] = [
