@@ -363,6 +363,16 @@ class ModerationSection:
 
 
 @dataclass
+class AccountsSection:
+    registration: str = setting(
+        "closed",
+        "Who may create an account on this node's web UI and API: open (anyone), invite "
+        "(with an invite code an admin made) or closed (only `civitas user add`).",
+        _one_of("open", "invite", "closed"),
+    )
+
+
+@dataclass
 class MetricsSection:
     public: bool = setting(
         False,
@@ -384,6 +394,7 @@ class Config:
     compute: ComputeSection = field(default_factory=ComputeSection)
     moderation: ModerationSection = field(default_factory=ModerationSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    accounts: AccountsSection = field(default_factory=AccountsSection)
 
     @property
     def database_url(self) -> str:
