@@ -1,4 +1,5 @@
-"""kill -9 at many points of publish, upload, fetch and sync, against real processes.
+"""kill -9 at many points of publish, upload, fetch, sync and a job's output upload,
+against real processes.
 
 Each operation runs against ``civitas serve`` subprocesses with their own homes on free
 ports. A kill point is one moment (a delay after the operation began, swept over a
@@ -13,12 +14,14 @@ operation) and bench/faults.py (many).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,7 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from safetensors.numpy import save_file
+
+from node.catalog.schemas import attestation_message
+from node.compute.auth import sign_digest
+from node.compute.parameters import png_with_parameters
+from node.compute.requests import expected_parameters
+from node.p2p.federation.signing import sign_request
+from node.p2p.keys import SigningKey
 
 CIVITAS = Path(sys.executable).parent / "civitas"
 START_S = 30.0
@@ -137,24 +148,42 @@ class Node:
         data: bytes | None = None,
         content_type: str = "application/json",
         timeout: float = 60,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        raw = (
-            data if data is not None else (json.dumps(body).encode() if body is not None else None)
+        """``token`` "" sends no Authorization header (a worker's signed request)."""
+        status, raw = self.request_bytes(
+            method,
+            path,
+            data if data is not None else (json.dumps(body).encode() if body is not None else None),
+            token=token,
+            content_type=content_type,
+            timeout=timeout,
+            headers=headers,
         )
+        return status, json.loads(raw or b"null")
+
+    def request_bytes(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None = None,
+        *,
+        token: str | None = None,
+        content_type: str = "application/json",
+        timeout: float = 60,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        sent = {"Content-Type": content_type, **(headers or {})}
+        if token != "":
+            sent["Authorization"] = f"Bearer {token or self.token}"
         req = urllib.request.Request(  # noqa: S310 (http to 127.0.0.1)
-            self.url + path,
-            data=raw,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {token or self.token}",
-                "Content-Type": content_type,
-            },
+            self.url + path, data=data, method=method, headers=sent
         )
         try:
             with _HTTP.open(req, timeout=timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+                return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+            return exc.code, exc.read()
 
 
 def init(home: Path, environ: dict[str, str] | None = None) -> Node:
@@ -413,6 +442,204 @@ def kill_sync(base: Path, points: int, models: int = 30) -> int:
     a.stop()
     if got < wanted:
         raise FaultFound(f"after the kills and a sync B has {got} of A's {wanted} records")
+    return points
+
+
+# --- a compute job's output upload -------------------------------------------------------
+
+
+class Worker:
+    """A compute worker as a node sees one: requests signed with its own key, registered
+    by ``user`` (whose own jobs it then serves)."""
+
+    def __init__(self, node: Node, user_token: str, seed: bytes = b"k" * 32) -> None:
+        self.node = node
+        self.key = SigningKey.from_seed(seed)
+        status, info = node.request("GET", "/.well-known/civitas", token="")
+        self.node_did = info["did"]
+        status, answer = self.call("POST", "/api/compute/workers", {"name": "gpu-kill"}, user_token)
+        if status != 201:
+            raise FaultFound(f"registering the worker answered {status}: {answer}")
+
+    def call(self, method: str, path: str, body: Any, token: str = "") -> tuple[int, Any]:
+        raw = json.dumps(body).encode()
+        signed = sign_request(self.key, method, path, raw, self.node_did)
+        return self.node.request(method, path, data=raw, token=token, headers=signed)
+
+    def upload(self, job_id: int, data: bytes) -> tuple[int, Any]:
+        sha = hashlib.sha256(data).hexdigest()
+        path = f"/api/compute/jobs/{job_id}/outputs/{sha.upper()}"
+        signed = sign_digest(self.key, "PUT", path, sha, self.node_did)
+        return self.node.request(
+            "PUT", path, data=data, token="", headers=signed, content_type="image/png"
+        )
+
+    def upload_killed(self, job_id: int, data: bytes, at: float) -> int | None:
+        """PUT ``data`` and kill -9 the node at ``at``: up to 1, when that fraction of the
+        body is sent; past 1, the whole body sent, when the answer comes or ``at - 1``
+        seconds later, whichever is first. The status answered before the kill, if any."""
+        sha = hashlib.sha256(data).hexdigest()
+        path = f"/api/compute/jobs/{job_id}/outputs/{sha.upper()}"
+        signed = sign_digest(self.key, "PUT", path, sha, self.node_did)
+        host, port = self.node.url.removeprefix("http://").split(":")
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        answer = b""
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                (
+                    f"PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+                    f"Content-Length: {len(data)}\r\n{head}\r\n"
+                ).encode()
+            )
+            sock.sendall(data[: int(len(data) * min(at, 1.0))])
+            if at > 1.0:
+                sock.sendall(data[len(data) :])
+                sock.settimeout((at - 1.0) / 10)
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    answer = sock.recv(64)
+            self.node.kill9()
+        if answer.startswith(b"HTTP/1.1 "):
+            return int(answer[9:12])
+        return None
+
+    def result(self, job_id: int, outputs: list[bytes]) -> tuple[int, Any]:
+        manifest = []
+        for data in outputs:
+            digest = hashlib.sha256(data).digest()
+            sig = self.key.sign(attestation_message(digest))
+            manifest.append(
+                {
+                    "sha256": digest.hex().upper(),
+                    "size": len(data),
+                    "sig": base64.urlsafe_b64encode(sig).decode().rstrip("="),
+                }
+            )
+        return self.call("POST", f"/api/compute/jobs/{job_id}/result", {"outputs": manifest})
+
+
+def noise_png(lease: dict[str, Any], seed: int) -> bytes:
+    """The image a generation ``lease`` asks for, as a worker would return it: the lease's
+    size, its exact ``parameters`` text, and noise (so it does not compress: ~3 bytes a
+    pixel)."""
+    p = lease["params"]
+    pixels = np.random.default_rng(seed).integers(0, 256, (p["height"], p["width"], 3), np.uint8)
+    return png_with_parameters(Image.fromarray(pixels, "RGB"), expected_parameters(lease)[0])
+
+
+def job_dir_sound(home: Path, job_id: int, acknowledged: bytes | None) -> None:
+    """Each output kept for the job is whole (it hashes to its name); an acknowledged one
+    is there."""
+    folder = home / "compute" / "outputs" / str(job_id)
+    kept = {p.name: p for p in folder.iterdir()} if folder.is_dir() else {}
+    for name, path in kept.items():
+        if _sha(path) != name:
+            raise FaultFound(f"job {job_id} keeps a torn output after a kill: {path}")
+    if acknowledged is not None:
+        sha = hashlib.sha256(acknowledged).hexdigest().upper()
+        if sha not in kept:
+            raise FaultFound(f"job {job_id}'s acknowledged output {sha[:12]}… is gone")
+
+
+class JobBench:
+    """A node with a published checkpoint, alice's token and her registered worker. No
+    BitTorrent engine: compute does not use it, and destroying a libtorrent session can
+    deadlock a stop (a libtorrent notify callback waiting for the GIL
+    while the thread destroying the session holds it)."""
+
+    def __init__(self, base: Path, lease_s: int) -> None:
+        environ = env(CIVITAS_COMPUTE_LEASE_S=str(lease_s), CIVITAS_TORRENT_ENABLED="false")
+        self.node = init(base / "job", environ)
+        self.alice = cli(self.node.home, "token", "create", "alice", environ=environ).strip()
+        self.node.start()
+        checkpoint = base / "base.safetensors"
+        save_file({"model.diffusion_model.w": np.ones((8, 8), dtype=np.float32)}, str(checkpoint))
+        status, answer = self.node.request(
+            "POST",
+            "/api/models/publish-path",
+            {
+                "path": str(checkpoint),
+                "user": "alice",
+                "name": "Base",
+                "type": "Checkpoint",
+                "base_model": "SD 1.5",
+            },
+        )
+        if status != 201:
+            raise FaultFound(f"publishing the checkpoint answered {status}: {answer}")
+        self.version_id = answer["model"]["modelVersions"][0]["id"]
+        self.worker = Worker(self.node, self.alice)
+
+    def leased(self, side: int, seed: int) -> dict[str, Any]:
+        """A new generation job of alice's, popped by her worker: its lease."""
+        job = {
+            "kind": "generate",
+            "model_version_id": self.version_id,
+            "prompt": "a fox",
+            "steps": 2,
+            "width": side,
+            "height": side,
+            "seed": seed,
+        }
+        status, answer = self.node.request("POST", "/api/jobs", job, token=self.alice)
+        if status != 201:
+            raise FaultFound(f"submitting a job answered {status}: {answer}")
+        status, popped = self.worker.call("POST", "/api/compute/pop", {})
+        if status != 200 or (popped.get("job") or {}).get("id") != answer["id"]:
+            raise FaultFound(f"the worker's pop answered {status}: {popped}")
+        return dict(popped["job"])
+
+    def leased_again(self, job_id: int) -> dict[str, Any]:
+        """The worker pops ``job_id`` (queued again): its new lease."""
+        status, popped = self.worker.call("POST", "/api/compute/pop", {})
+        if status != 200 or (popped.get("job") or {}).get("id") != job_id:
+            raise FaultFound(f"the worker's pop answered {status}: {popped}")
+        return dict(popped["job"])
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        status, answer = self.node.request("GET", f"/api/jobs/{job_id}", token=self.alice)
+        if status != 200:
+            raise FaultFound(f"GET /api/jobs/{job_id} answered {status}: {answer}")
+        return dict(answer)
+
+    def output(self, job_id: int, data: bytes) -> tuple[int, bytes]:
+        sha = hashlib.sha256(data).hexdigest().upper()
+        return self.node.request_bytes("GET", f"/api/jobs/{job_id}/outputs/{sha}", token=self.alice)
+
+
+def kill_job_upload(base: Path, points: int, side: int = 1024) -> int:
+    """A worker uploads a job's output (``side`` x ``side`` noise PNG, ~3 side² bytes) and
+    the node is killed at ``points`` moments, from the body's first bytes to just after
+    the answer. After each kill, besides the node's checks: the job is still the worker's
+    (its lease survives a restart), every output kept for it is whole and an acknowledged
+    one is there, nothing of it is served, and the worker's upload sent again completes
+    the job, whose output is then served byte for byte."""
+    bench = JobBench(base, lease_s=600)
+    node = bench.node
+    for i in range(points):
+        at = 1.3 * (i + 1) / points  # 10 of 13 moments mid-body, the rest after it
+        lease = bench.leased(side, seed=5000 + i)
+        data = noise_png(lease, seed=i)
+        status = bench.worker.upload_killed(lease["id"], data, at)
+        integrity(node.home)
+        node.start()
+        store_sound(node.home)
+        job_dir_sound(node.home, lease["id"], data if status == 201 else None)
+        state = bench.job(lease["id"])
+        if state["state"] not in ("leased", "running") or state["error"]:
+            raise FaultFound(f"after a kill mid-upload the job is {state}")
+        served, body = bench.output(lease["id"], data)
+        if served != 404:
+            raise FaultFound(f"an unfinished job's output answered {served}: {body[:200]!r}")
+        status, answer = bench.worker.upload(lease["id"], data)
+        if status != 201:
+            raise FaultFound(f"the worker's upload after the restart answered {status}: {answer}")
+        status, answer = bench.worker.result(lease["id"], [data])
+        if status != 200 or answer.get("state") != "done":
+            raise FaultFound(f"the result after the restart answered {status}: {answer}")
+        served, body = bench.output(lease["id"], data)
+        if served != 200 or body != data:
+            raise FaultFound(f"the finished job's output is not served whole ({served})")
+    node.stop()
     return points
 
 

@@ -1,8 +1,9 @@
-"""kill -9 at several points of publish, upload, fetch and sync, on real `civitas serve`
-processes (issue 14): after each kill the database passes integrity_check, the node
-starts, no temp file is left, every stored file is whole and claimed, and nothing the
-node acknowledged is lost. A few points per operation here; bench/faults.py runs many
-(``--points``) and reports the count and the shutdown time under load."""
+"""kill -9 at several points of publish, upload, fetch, sync and a job's output upload,
+on real `civitas serve` processes (issue 14): after each kill the database passes
+integrity_check, the node starts, no temp file is left, every stored file is whole and
+claimed, and nothing the node acknowledged is lost. A few points per operation here;
+bench/faults.py runs many (``--points``) and reports the count and the shutdown time
+under load."""
 
 from __future__ import annotations
 
@@ -25,3 +26,9 @@ def test_kill_9_during_fetch_resumes_and_every_file_arrives_whole(tmp_path: Path
 
 def test_kill_9_during_sync_loses_no_record(tmp_path: Path) -> None:
     assert killing.kill_sync(tmp_path, points=2, models=12) == 2
+
+
+def test_kill_9_during_a_job_output_upload_keeps_the_job_and_no_torn_output(
+    tmp_path: Path,
+) -> None:
+    assert killing.kill_job_upload(tmp_path, points=3, side=512) == 3
