@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import ipaddress
 import logging
@@ -373,6 +374,10 @@ class StopSignals:
         )
         self.watchdog.daemon = True
         self.watchdog.start()
+        # The watchdog above needs Python's GIL; should a thread hold it for ever (a
+        # deadlock inside a C extension), faulthandler's own C thread prints every
+        # thread's stack and exits the process two seconds later.
+        faulthandler.dump_traceback_later(self.deadline_s + 2, exit=True)
         self.loop.call_soon_threadsafe(self.stop.set)
 
     def _exit_now(self, message: str, **facts: object) -> NoReturn:

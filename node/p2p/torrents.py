@@ -1,8 +1,9 @@
 """The node's one libtorrent session: seeding, downloading, resume data, alerts.
 
-libtorrent calls ``set_alert_notify`` from its own thread; that only wakes the asyncio
-task that pops alerts and hands each to its handler through a dispatch table (the
-Tribler pattern, without the long if-chain). Nothing here blocks the event loop.
+libtorrent writes a byte to a pipe when alerts are ready (never calling Python from its
+own threads); that only wakes the asyncio task that pops alerts and hands each to its
+handler through a dispatch table (the Tribler pattern, without the long if-chain).
+Nothing here blocks the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,7 @@ class TorrentEngine:
         self.handles: dict[str, lt.torrent_handle] = {}
         self.on_finished: Finished | None = None
         self._wake = asyncio.Event()
+        self._alert_pipe: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._resume_waiters: dict[str, asyncio.Future[bytes | None]] = {}
         self.errors: dict[str, str] = {}  # infohash -> libtorrent's last error, as it said it
@@ -146,12 +149,16 @@ class TorrentEngine:
             classes.add_rule("0.0.0.0", "255.255.255.255", everyone)  # noqa: S104 (a range)
             classes.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", everyone)
             self.session.set_peer_class_filter(classes)
-        loop = asyncio.get_running_loop()
-
-        def notify() -> None:  # called on a libtorrent thread
-            loop.call_soon_threadsafe(self._wake.set)
-
-        self.session.set_alert_notify(notify)
+        # libtorrent signals new alerts by writing a byte to a pipe (set_alert_fd), not by
+        # calling Python from its own thread: such a callback needs the GIL, and a thread
+        # holding the GIL while it destroys or pauses the session waits for libtorrent's
+        # alert lock, which the notifying thread holds: both wait for ever.
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self._alert_pipe = (read_fd, write_fd)
+        self.session.set_alert_fd(write_fd)
+        asyncio.get_running_loop().add_reader(read_fd, self._alerts_ready, read_fd)
         self._task = asyncio.create_task(self._pump(), name="torrent-alerts")
         log.info("torrent session started", extra={"port": self.listen_port})
 
@@ -164,7 +171,6 @@ class TorrentEngine:
                 await self._task
         params = self.session.session_state(lt.save_state_flags_t.save_dht_state)
         (self.state_dir / "session.state").write_bytes(lt.write_session_params_buf(params))
-        self.session.set_alert_notify(lambda: None)
         self.session.pause()
         self.handles.clear()
         # Destroying a session blocks until libtorrent's threads end (its last tracker
@@ -181,6 +187,24 @@ class TorrentEngine:
                 "the torrent session did not close in time; going on without it",
                 extra={"s": SESSION_CLOSE_TIMEOUT_S},
             )
+            return  # its threads may still write to the pipe: left open
+        self._close_pipe()
+
+    def _alerts_ready(self, read_fd: int) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(read_fd, 4096):
+                pass
+        self._wake.set()
+
+    def _close_pipe(self) -> None:
+        if self._alert_pipe is None:
+            return
+        read_fd, write_fd = self._alert_pipe
+        self._alert_pipe = None
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
+            asyncio.get_running_loop().remove_reader(read_fd)
+        os.close(read_fd)
+        os.close(write_fd)
 
     @property
     def listen_port(self) -> int:
