@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog import schemas
 from node.catalog.images import MAX_IMAGE_BYTES, ImageInfo, inspect_image
 from node.catalog.publish import Publisher
-from node.compute.queue import JobQueue
+from node.compute.queue import ACTIVE, JobQueue
 from node.compute.requests import expected_parameters
 from node.compute.tables import compute_jobs, compute_workers
 from node.errors import (
@@ -138,6 +139,31 @@ class ResultDesk:
     async def discard(self, job_id: int) -> None:
         """Forget what a worker uploaded for a job it no longer holds."""
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+
+    async def sweep(self) -> int:
+        """Remove the uploads of jobs no worker holds (at start): a node killed between a
+        job's requeue or end (committed) and the removal of its folder left them, and they
+        would fill the room of the job's next attempt (409 to its worker). The folders of
+        held jobs (their worker may upload more) and of done jobs (their outputs) stay."""
+        names = await asyncio.to_thread(_listing, self.outputs_dir)
+        ids = sorted(int(n) for n in names if n.isdigit())
+        keep: set[int] = set()
+        async with self.queue.db.read() as conn:
+            for i in range(0, len(ids), 500):
+                keep.update(
+                    (
+                        await conn.execute(
+                            sa.select(compute_jobs.c.id).where(
+                                compute_jobs.c.id.in_(ids[i : i + 500]),
+                                compute_jobs.c.state.in_((*ACTIVE, "done")),
+                            )
+                        )
+                    ).scalars()
+                )
+        stale = [job_id for job_id in ids if job_id not in keep]
+        for job_id in stale:
+            await self.discard(job_id)
+        return len(stale)
 
     def staged(self, job_id: int, sha256: str) -> Path:
         return self.job_dir(job_id) / sha256.upper()

@@ -39,6 +39,9 @@ class Compute:
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
+        swept = await self.desk.sweep()
+        if swept:
+            log.info("removed the uploads of jobs no worker holds", extra={"jobs": swept})
         self._reaper = asyncio.create_task(self._reap_forever(), name="compute-reaper")
 
     async def stop(self) -> None:
