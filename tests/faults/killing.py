@@ -14,6 +14,7 @@ operation) and bench/faults.py (many).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -641,6 +642,104 @@ def kill_job_upload(base: Path, points: int, side: int = 1024) -> int:
             raise FaultFound(f"the finished job's output is not served whole ({served})")
     node.stop()
     return points
+
+
+# --- SIGTERM during a sync -----------------------------------------------------------------
+
+
+def load_profiles(home: Path, count: int, authors: int = 200) -> None:
+    """Put ``count`` signed ``profile`` records of ``authors`` keys into a stopped node's
+    log, in batches, the way a pull appends them (the node's own RecordLog): a large
+    record set in seconds, which publishing through the API could not make."""
+    from node.app import build_node
+    from node.config import load_config
+    from node.home import Home
+    from node.p2p.records import now_ms, sign_record
+
+    keys = [SigningKey.from_seed(hashlib.sha256(b"author %d" % i).digest()) for i in range(authors)]
+    start = now_ms() - count - 60_000
+
+    async def load() -> None:
+        config = load_config(home, environ=env())
+        node = build_node(config, Home(home))
+        try:
+            for first in range(0, count, 1000):
+                await node.log.accept_verified(
+                    sign_record(
+                        keys[i % authors],
+                        "profile",
+                        {"name": f"author {i % authors} #{i // authors}", "bio": f"profile {i}"},
+                        created=start + i,
+                    )
+                    for i in range(first, min(count, first + 1000))
+                )
+        finally:
+            await node.db.close()
+
+    asyncio.run(load())
+
+
+def record_ids(home: Path) -> list[bytes]:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{home / 'civitas.db'}?mode=ro", uri=True)
+    ) as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM records")]
+
+
+def _sync_env(**extra: str) -> dict[str, str]:
+    """No BitTorrent (records only), and no timed sync round: each pull is started here."""
+    return env(CIVITAS_TORRENT_ENABLED="false", CIVITAS_FEDERATION_SYNC_INTERVAL_S="3600", **extra)
+
+
+def sigterm_during_sync(base: Path, records: int, limit_s: int, page: int = 200) -> float:
+    """B pulls ``records`` records from A and gets SIGTERM once a page is in (most still to
+    come); it must exit by itself, answer the sync in flight 503 (never 500), keep what it
+    committed, start again, and finish the pull with its next sync: every one of A's
+    records, none twice, integrity ok. Returns the seconds SIGTERM took."""
+    a = init(base / "a", _sync_env())
+    load_profiles(a.home, records)
+    a.start()
+    b = init(base / "b", _sync_env(CIVITAS_SERVER_SHUTDOWN_TIMEOUT_S=str(limit_s)))
+    b.start()
+    wanted = set(record_ids(a.home))
+    before = len(record_ids(b.home))
+    status, answer = b.request("POST", "/api/admin/peers", {"url": a.url})
+    if status >= 300:
+        raise FaultFound(f"peer add answered {status}: {answer}")
+    proc = b.proc
+    assert proc is not None
+    with in_thread(lambda: b.request("POST", "/api/admin/sync", timeout=60)) as out:
+        deadline = time.monotonic() + 30
+        while (got := len(record_ids(b.home)) - before) < page:  # the pull is under way
+            if time.monotonic() > deadline:
+                raise FaultFound(f"B pulled {got} records in 30 s")
+            time.sleep(0.02)
+        if got >= len(wanted) - page:
+            raise FaultFound(f"the pull ended before SIGTERM ({got} of {len(wanted)} records)")
+        took = b.stop()
+    at_stop = set(record_ids(b.home))
+    log = b.last_log()
+    if proc.returncode != 0 or "Traceback" in log:
+        raise FaultFound(f"SIGTERM during a sync: exit {proc.returncode}, {log}")
+    if out.get("result", (503, None))[0] != 503:
+        raise FaultFound(f"the sync in flight at SIGTERM was answered {out}")
+    if wanted <= at_stop:
+        raise FaultFound("the sync had finished by the time the node stopped; load more")
+    integrity(b.home)
+    b.start()
+    if not set(record_ids(b.home)) >= at_stop:
+        raise FaultFound("records committed before SIGTERM were lost")
+    status, answer = b.request("POST", "/api/admin/sync", timeout=60)
+    ids = record_ids(b.home)
+    missing = wanted - set(ids)
+    if status != 200 or missing:
+        raise FaultFound(f"{len(missing)} of A's {len(wanted)} records missing after: {answer}")
+    if len(ids) != len(set(ids)):
+        raise FaultFound("a record is stored twice")
+    b.stop()
+    a.stop()
+    integrity(b.home)
+    return took
 
 
 def shutdown_under_load(base: Path, megabytes: int = 64) -> float:
