@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -49,10 +50,31 @@ from node.p2p.keys import SigningKey
 CIVITAS = Path(sys.executable).parent / "civitas"
 START_S = 30.0
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class FaultFound(AssertionError):
     """An invariant broke after a kill."""
+
+
+_STARTED: list[Node] = []  # every node started here, so a failed check leaves none running
+
+
+def leaves_no_node(run: Callable[P, T]) -> Callable[P, T]:
+    """``run`` kills (-9) the nodes it started and left running, when it fails too."""
+
+    @functools.wraps(run)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        mark = len(_STARTED)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            for node in _STARTED[mark:]:
+                node.kill9()
+            del _STARTED[mark:]
+
+    return wrapped
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -108,6 +130,8 @@ class Node:
             env=self.environ,
         )
         log.close()
+        if self not in _STARTED:
+            _STARTED.append(self)
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -306,6 +330,7 @@ def delays(count: int, longest_s: float) -> list[float]:
 # --- operations ----------------------------------------------------------------------------
 
 
+@leaves_no_node
 def kill_publish(base: Path, points: int, megabytes: int = 24) -> int:
     """Publish by path (a copy into the store), killed at ``points`` moments."""
     node = init(base / "pub")
@@ -346,6 +371,7 @@ def _multipart(path: Path) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+@leaves_no_node
 def kill_upload(base: Path, points: int, megabytes: int = 24) -> int:
     """Upload over HTTP (streamed into the store), killed at ``points`` moments."""
     node = init(base / "up")
@@ -385,6 +411,7 @@ def _peered(base: Path, seeder_env: dict[str, str]) -> tuple[Node, Node]:
     return a, b
 
 
+@leaves_no_node
 def kill_fetch(base: Path, points: int, files: int = 3, megabytes: int = 8) -> int:
     """Fetch files over BitTorrent from a rate-limited seeder, the fetching node killed at
     ``points`` moments; the downloads resume and every file arrives whole."""
@@ -423,6 +450,7 @@ def kill_fetch(base: Path, points: int, files: int = 3, megabytes: int = 8) -> i
     return points
 
 
+@leaves_no_node
 def kill_sync(base: Path, points: int, models: int = 30) -> int:
     """Pull a peer's records, the pulling node killed at ``points`` moments; afterwards it
     has every record (nothing skipped by a cursor that moved past an uncommitted page)."""
@@ -607,6 +635,7 @@ class JobBench:
         return self.node.request_bytes("GET", f"/api/jobs/{job_id}/outputs/{sha}", token=self.alice)
 
 
+@leaves_no_node
 def kill_job_upload(base: Path, points: int, side: int = 1024) -> int:
     """A worker uploads a job's output (``side`` x ``side`` noise PNG, ~3 side² bytes) and
     the node is killed at ``points`` moments, from the body's first bytes to just after
@@ -691,6 +720,7 @@ def _sync_env(**extra: str) -> dict[str, str]:
     return env(CIVITAS_TORRENT_ENABLED="false", CIVITAS_FEDERATION_SYNC_INTERVAL_S="3600", **extra)
 
 
+@leaves_no_node
 def sigterm_during_sync(base: Path, records: int, limit_s: int, page: int = 200) -> float:
     """B pulls ``records`` records from A and gets SIGTERM once a page is in (most still to
     come); it must exit by itself, answer the sync in flight 503 (never 500), keep what it
@@ -742,6 +772,7 @@ def sigterm_during_sync(base: Path, records: int, limit_s: int, page: int = 200)
     return took
 
 
+@leaves_no_node
 def shutdown_under_load(base: Path, megabytes: int = 64) -> float:
     """SIGTERM while an upload streams in and a download is read slowly: seconds to exit."""
     node = init(base / "load")

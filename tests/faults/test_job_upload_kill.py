@@ -29,6 +29,7 @@ def _wait_state(bench: killing.JobBench, job_id: int, state: str, within_s: floa
     raise AssertionError(f"job {job_id} is not {state} within {within_s} s: {seen}")
 
 
+@killing.leaves_no_node
 def test_a_lease_that_ran_out_while_the_node_was_down_requeues_the_job_with_a_reason(
     tmp_path: Path,
 ) -> None:
@@ -59,6 +60,7 @@ def test_a_lease_that_ran_out_while_the_node_was_down_requeues_the_job_with_a_re
     bench.node.stop()
 
 
+@killing.leaves_no_node
 def test_outputs_of_an_earlier_attempt_left_by_a_kill_do_not_block_the_next_worker(
     tmp_path: Path,
 ) -> None:
