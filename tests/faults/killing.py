@@ -439,11 +439,12 @@ def kill_fetch(base: Path, points: int, files: int = 3, megabytes: int = 8) -> i
     while time.monotonic() < deadline:
         status, listing = b.request("GET", "/api/downloads")
         states = {d["sha256"]: d["state"] for d in listing["downloads"]}
+        errors = {d["sha256"][:12]: d.get("error") for d in listing["downloads"] if d.get("error")}
         if all(states.get(s) == "complete" for s in shas):
             break
         time.sleep(0.2)
     else:
-        raise FaultFound(f"downloads did not all complete after the kills: {states}")
+        raise FaultFound(f"downloads did not all complete after the kills: {states} {errors}")
     store_sound(b.home)
     b.stop()
     a.stop()
@@ -486,7 +487,12 @@ class Worker:
         self.key = SigningKey.from_seed(seed)
         status, info = node.request("GET", "/.well-known/civitas", token="")
         self.node_did = info["did"]
-        status, answer = self.call("POST", "/api/compute/workers", {"name": "gpu-kill"}, user_token)
+        status, answer = self.call(
+            "POST",
+            "/api/compute/workers",
+            {"name": "gpu-kill", "max_pixels": MAX_PIXELS},
+            user_token,
+        )
         if status != 201:
             raise FaultFound(f"registering the worker answered {status}: {answer}")
 
@@ -569,6 +575,9 @@ def job_dir_sound(home: Path, job_id: int, acknowledged: bytes | None) -> None:
             raise FaultFound(f"job {job_id}'s acknowledged output {sha[:12]}… is gone")
 
 
+MAX_PIXELS = 4 * 1024 * 1024  # the node's compute.max_pixels default: any job it takes
+
+
 class JobBench:
     """A node with a published checkpoint, alice's token and her registered worker. No
     BitTorrent engine: compute does not use it, and destroying a libtorrent session can
@@ -612,14 +621,14 @@ class JobBench:
         status, answer = self.node.request("POST", "/api/jobs", job, token=self.alice)
         if status != 201:
             raise FaultFound(f"submitting a job answered {status}: {answer}")
-        status, popped = self.worker.call("POST", "/api/compute/pop", {})
+        status, popped = self.worker.call("POST", "/api/compute/pop", {"max_pixels": MAX_PIXELS})
         if status != 200 or (popped.get("job") or {}).get("id") != answer["id"]:
             raise FaultFound(f"the worker's pop answered {status}: {popped}")
         return dict(popped["job"])
 
     def leased_again(self, job_id: int) -> dict[str, Any]:
         """The worker pops ``job_id`` (queued again): its new lease."""
-        status, popped = self.worker.call("POST", "/api/compute/pop", {})
+        status, popped = self.worker.call("POST", "/api/compute/pop", {"max_pixels": MAX_PIXELS})
         if status != 200 or (popped.get("job") or {}).get("id") != job_id:
             raise FaultFound(f"the worker's pop answered {status}: {popped}")
         return dict(popped["job"])
