@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -48,5 +50,8 @@ def _shared_pool() -> ThreadPoolExecutor:
 
 
 async def run_in_background(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on the process's shared low-priority pool."""
-    return await asyncio.get_running_loop().run_in_executor(_shared_pool(), fn, *args)
+    """``fn(*args)`` on the process's shared low-priority pool, in a copy of the caller's
+    context (as ``asyncio.to_thread`` runs it)."""
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(_shared_pool(), call)
