@@ -372,6 +372,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
         removed = await node.store.clean()
         log.info("database ready", extra={"url": node.db.safe_url, "orphans_removed": removed})
         yield
+        node.accounts.hasher.close()
         await node.db.close()
 
     async def torrent_ctx(_app: web.Application) -> AsyncIterator[None]:

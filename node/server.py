@@ -41,6 +41,7 @@ from node.errors import ConfigError
 from node.home import Home
 from node.http import Handler, TrustedProxies, error_response
 from node.logs import setup_logging
+from node.tasks import stop_tasks
 
 log = logging.getLogger("civitas.node")
 
@@ -197,11 +198,7 @@ class GuardedSite(web.TCPSite):
         self._watch = asyncio.create_task(self.guard.watch(), name="stalled-readers")
 
     async def stop(self) -> None:
-        watch = getattr(self, "_watch", None)
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await stop_tasks([getattr(self, "_watch", None)])
         await super().stop()
 
 

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from node.background import background_pool
@@ -66,12 +67,14 @@ class PasswordHasher:
 
     def __init__(self, concurrency: int = 2, queue: int = 32) -> None:
         self.concurrency, self.queue = concurrency, queue
-        self._pool = background_pool(concurrency, "civitas-scrypt")
+        self._pool: ThreadPoolExecutor | None = None  # started by the first password
         self._waiting = 0
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
         if self._waiting >= self.concurrency + self.queue:
             raise TooManyRequests("too many logins at once; try again in a moment", 1.0)
+        if self._pool is None:
+            self._pool = background_pool(self.concurrency, "civitas-scrypt")
         self._waiting += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -85,4 +88,7 @@ class PasswordHasher:
         return await self._run(verify_password, password, stored)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Let the threads go (a later password starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

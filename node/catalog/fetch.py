@@ -37,6 +37,7 @@ from node.p2p.tables import blobs, downloads, torrents
 from node.p2p.torrent_routes import TorrentIndex, save_torrent
 from node.p2p.torrentmeta import TorrentMeta, meta_from_info
 from node.p2p.torrents import TorrentEngine
+from node.tasks import stop_tasks
 
 log = logging.getLogger("civitas.fetch")
 HEX40 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -176,11 +177,7 @@ class FetchService:
         self._retry_task = asyncio.create_task(self._retry_loop(), name="torrent-retry")
 
     async def stop(self) -> None:
-        for task in (self._resume_task, self._retry_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_tasks([self._resume_task, self._retry_task])
         await self._save_resume()
 
     def _should_seed(self, fetched: bool) -> bool:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from node.errors import BadRequest, CivitasError, Conflict, Forbidden, NotFound
+from node.tasks import wait_event
 
 # "checking" covers everything after the last byte: hashing, the header check, signing
 # and storing (Publisher.publish_stream has no finer hook).
@@ -110,11 +111,7 @@ class Progress:
         event = self._changed
         if self.version != seen:
             return True
-        try:
-            await asyncio.wait_for(event.wait(), wait_s)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(event, wait_s)
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -178,10 +175,7 @@ class UploadProgress:
             left = deadline - loop.time()
             if left <= 0:
                 raise NotFound("no such upload on this node (or it finished a while ago)")
-            try:
-                await asyncio.wait_for(added.wait(), left)
-            except TimeoutError:
-                pass
+            await wait_event(added, left)
         if not admin and (did is None or did != entry.owner):
             raise Forbidden("only the user who started an upload may watch it")
         return entry

@@ -31,6 +31,7 @@ from node.db import Database
 from node.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from node.http import Principal
 from node.p2p.filestore import FileStore
+from node.tasks import wait_event
 
 ACTIVE = ("leased", "running")
 FINISHED = ("done", "failed", "cancelled", "expired")
@@ -62,11 +63,7 @@ class JobEvents:
 
     async def wait(self, job_id: int, wait_s: float) -> bool:
         event = self._events.setdefault(job_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), wait_s)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(event, wait_s)
 
 
 def _described(row: Any, position: int | None) -> dict[str, Any]:

@@ -8,7 +8,6 @@ started and stopped by the app's ``cleanup_ctx``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from node.compute.results import ResultDesk
 from node.compute.uploads import OutputUploads
 from node.config import ComputeSection
 from node.p2p.keys import SigningKey
+from node.tasks import stop_tasks
 
 log = logging.getLogger("civitas.compute")
 
@@ -45,11 +45,8 @@ class Compute:
         self._reaper = asyncio.create_task(self._reap_forever(), name="compute-reaper")
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-            self._reaper = None
+        await stop_tasks([self._reaper])
+        self._reaper = None
 
     async def _reap_forever(self) -> None:
         interval = max(0.5, min(self.config.lease_s / 4, 30.0))

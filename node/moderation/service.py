@@ -11,7 +11,6 @@ decision never re-publishes it (trust does not chain). Every outcome is in the a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from node.p2p.outgoing import PeerError, get_capped
 from node.p2p.records import Record, now_ms, sign_record, verify_record
 from node.p2p.rotation import identity_of
 from node.p2p.tables import nodes, peers, records
+from node.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("civitas.moderation")
 
@@ -133,18 +133,12 @@ class ModerationService:
         self._task = asyncio.create_task(self._loop(), name="moderation")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([self._task, *self._background])
 
     async def _loop(self) -> None:
         last_poll = 0.0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.list_interval_s)
+            await wait_event(self._wake, self.list_interval_s)
             self._wake.clear()
             try:
                 await self.evaluate_pending()

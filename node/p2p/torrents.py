@@ -22,6 +22,7 @@ import libtorrent as lt
 
 from node.config import TorrentSection
 from node.p2p.torrentmeta import TorrentMeta
+from node.tasks import stop_tasks
 
 log = logging.getLogger("civitas.torrents")
 
@@ -165,10 +166,7 @@ class TorrentEngine:
     async def stop(self) -> None:
         if self.session is None:
             return
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_tasks([self._task])
         params = self.session.session_state(lt.save_state_flags_t.save_dht_state)
         (self.state_dir / "session.state").write_bytes(lt.write_session_params_buf(params))
         self.session.pause()

@@ -17,7 +17,6 @@ memory (:class:`PushState`), while the pulls from that peer go on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -29,6 +28,7 @@ from node.errors import CivitasError, NotFound
 from node.p2p.federation.budgets import RoundTally
 from node.p2p.outgoing import refuse_private
 from node.p2p.records import now_ms
+from node.tasks import stop_tasks, wait_event
 
 if TYPE_CHECKING:
     from node.p2p.federation.service import Federation, Peer
@@ -225,12 +225,7 @@ class SyncRounds:
         ]
 
     async def stop(self) -> None:
-        tasks = [*self._loops, *self._turns.values(), *self._pushes.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([*self._loops, *self._turns.values(), *self._pushes.values()])
         self._loops = []
 
     async def _pull_loop(self) -> None:
@@ -240,8 +235,7 @@ class SyncRounds:
                 await self.sync_all()
             except Exception:  # the loop must outlive any one bad round
                 log.exception("sync round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.pull_now.wait(), timeout=self.fed.interval_s)
+            await wait_event(self.pull_now, self.fed.interval_s)
             self.pull_now.clear()
 
     async def _push_loop(self) -> None:

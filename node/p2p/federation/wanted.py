@@ -17,7 +17,6 @@ for that file, not an abort), is tried again later with exponential backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -34,6 +33,7 @@ from node.p2p.filestore import FileStore
 from node.p2p.outgoing import PeerError, get_capped, refuse_private
 from node.p2p.records import Record, now_ms
 from node.p2p.tables import wanted_files
+from node.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("civitas.wanted")
 MAX_LISTED = 500  # wanted files one listing shows (the count is always complete)
@@ -405,11 +405,8 @@ class WantedFiles:
         self._task = asyncio.create_task(self._loop(), name="wanted-files")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks([self._task])
+        self._task = None
 
     async def _next_due_in_s(self) -> float | None:
         async with self.db.read() as conn:
@@ -432,5 +429,4 @@ class WantedFiles:
             except Exception:  # the loop must outlive any one bad round
                 log.exception("wanted files round failed")
                 wait = self.retry_base_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, wait))
+            await wait_event(self._wake, max(0.05, wait))
