@@ -1,6 +1,7 @@
-"""What a hanging test was waiting for: every pending asyncio task's stack, printed
-shortly before pytest-timeout ends the test (its own report shows only the threads,
-and an event loop's thread is only ever seen waiting in ``select``)."""
+"""What a hanging test was waiting for: shortly before pytest-timeout ends a test, every
+pending asyncio task's await chain is printed and the test's own task is cancelled, so the
+failure shows the line it waited on (pytest-timeout shows only threads, and an event
+loop's thread is only ever seen waiting in ``select``)."""
 
 from __future__ import annotations
 
@@ -35,20 +36,41 @@ def _awaiting(task: asyncio.Task[object]) -> list[str]:
         if frame is not None:
             code = frame.f_code
             lines.append(f"    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        elif isinstance(awaited, asyncio.Future):
+            lines.append(f"    {awaited!r}"[:300])
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return lines
 
 
-def print_pending_tasks(nodeid: str) -> None:
-    out = sys.__stderr__ or sys.stderr
+def _is_the_test(task: asyncio.Task[object], item: pytest.Item) -> bool:
+    name = getattr(item, "originalname", item.name)
+    awaited: object = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None and frame.f_code.co_name == name:
+            return frame.f_code.co_filename == str(item.path)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return False
+
+
+def report_hang(item: pytest.Item) -> None:
+    """Print every pending task's await chain (to the captured output, which the failure
+    report shows, and to the terminal), then cancel the test's own task, so that the
+    failure's traceback ends at the very line it waited on."""
     tasks = _pending_tasks()
-    print(f"\n--- {nodeid}: {len(tasks)} pending asyncio tasks ---", file=out)
+    lines = [f"--- {item.nodeid}: {len(tasks)} pending asyncio tasks ---"]
     for task in tasks:
         try:
-            print(f"  {task.get_name()}:", *_awaiting(task), sep="\n", file=out)
+            lines += [f"  {task.get_name()}:", *_awaiting(task)]
         except Exception as exc:  # a task finishing while printed
-            print(f"  {task!r}: {exc}", file=out)
-    out.flush()
+            lines.append(f"  {task!r}: {exc}")
+    text = "\n".join(lines)
+    print("\n" + text, file=sys.stdout, flush=True)
+    for task in tasks:
+        if _is_the_test(task, item):
+            task.get_loop().call_soon_threadsafe(
+                task.cancel, f"hang report: no progress {LEAD_S:.0f} s before the timeout"
+            )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -60,7 +82,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     seconds = float(timeout or 0)
     timer = None
     if seconds > LEAD_S:
-        timer = threading.Timer(seconds - LEAD_S, print_pending_tasks, (item.nodeid,))
+        timer = threading.Timer(seconds - LEAD_S, report_hang, (item,))
         timer.daemon = True
         timer.start()
     try:
