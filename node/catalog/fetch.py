@@ -160,7 +160,11 @@ class FetchService:
                     .where(downloads.c.state == "downloading")
                 )
             ).all()
+        public = self.store.public
+        shown = await public.shown_among([r.sha256 for r in local]) if public else None
         for row in local:
+            if shown is not None and row.sha256 not in shown:
+                continue  # its model was withdrawn (or its image hidden): not seeded
             # an in-place file truncated while the node was down is not seeded
             present = await self.store.local_path(row.sha256) is not None
             if self._should_seed(row.infohash in fetched) and present:
@@ -185,7 +189,7 @@ class FetchService:
 
     async def stop_seeding(self, sha256: str) -> None:
         """Stop the torrents of a file this node no longer serves (an in-place file that
-        changed under it)."""
+        changed under it, the file of a withdrawn model)."""
         if self.engine is None:
             return
         async with self.db.read() as conn:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from node.catalog.tables import images, version_files
+from node.catalog.tables import images, model_versions, shown_versions, version_files
 from node.db import Database
 from node.p2p.federation.wanted import NeededFile
 from node.p2p.tables import blobs
@@ -57,13 +57,23 @@ class CatalogNeeds:
         return found
 
     async def shown_among(self, sha256s: Sequence[str]) -> set[str]:
-        """Which of these files a visible record needs: a shown image or a version's file
-        (what ``/federation/v1/blobs`` and ``/webseed`` may serve)."""
+        """Which of these files a visible record needs: a shown image or a shown version's
+        file, its model not withdrawn (what ``/federation/v1/blobs``, ``/webseed`` and the
+        tracker may serve)."""
         found: set[str] = set()
         async with self.db.read() as conn:
             for start in range(0, len(sha256s), CHUNK):
                 chunk = list(sha256s[start : start + CHUNK])
-                for column in (images.c.sha256, version_files.c.sha256):
-                    query = sa.select(column).where(column.in_(chunk)).distinct()
-                    found |= set((await conn.execute(query)).scalars())
+                query = sa.select(images.c.sha256).where(images.c.sha256.in_(chunk))
+                found |= set((await conn.execute(query.distinct())).scalars())
+                query = (
+                    sa.select(version_files.c.sha256)
+                    .select_from(
+                        version_files.join(
+                            shown_versions, model_versions.c.id == version_files.c.version_id
+                        )
+                    )
+                    .where(version_files.c.sha256.in_(chunk))
+                )
+                found |= set((await conn.execute(query.distinct())).scalars())
         return found

@@ -191,7 +191,11 @@ class CatalogService:
             raise NotFound(f"no model {model_id}")
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
             raise BadRequest("'reason' is a string of at most 2000 characters")
+        files = await self.views.model_file_hashes(root)
         await self.publisher.withdraw(self.author_key(did), root, reason)
+        shown = await self.store.public.shown_among(files) if self.store.public else set()
+        for sha256 in set(files) - shown:  # another shown model may share a file
+            await self.fetcher.stop_seeding(sha256)
 
     async def search(self, query: SearchQuery) -> tuple[list[dict[str, Any]], str | None]:
         roots, cursor = await self.search_index.search(query)

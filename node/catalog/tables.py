@@ -180,3 +180,13 @@ file_details = sa.Table(
     sa.Column("detected_type", sa.String(32), nullable=True),
     sa.Column("detected_base_model", sa.String(64), nullable=True),
 )
+
+# A version is shown (listed, downloadable, seeded) only while its model is: the model's
+# row exists (not withdrawn, not yet arrived) and the version's author is the model's.
+shown_versions = model_versions.join(
+    models,
+    sa.and_(
+        models.c.root_id == model_versions.c.model_root,
+        models.c.author == model_versions.c.author,
+    ),
+)

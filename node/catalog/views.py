@@ -32,6 +32,7 @@ from node.catalog.tables import (
     model_tags,
     model_versions,
     models,
+    shown_versions,
     version_files,
 )
 from node.db import Database
@@ -448,18 +449,34 @@ class CatalogViews:
                 disputed += [d for d in disputes(found_claims, winner) if d not in disputed]
         return found
 
+    async def model_file_hashes(self, root: bytes) -> list[str]:
+        """The SHA256s of every file of the model's versions (shown or not)."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(version_files.c.sha256)
+                .join(model_versions, model_versions.c.id == version_files.c.version_id)
+                .where(model_versions.c.model_root == root)
+                .distinct()
+            )
+            return list(rows.scalars())
+
     async def primary_file(self, version_int: int) -> Any | None:
         return await self.version_file(version_int, FileChoice())
 
     async def version_file(self, version_int: int, choice: FileChoice) -> Any | None:
         """The version's file that ``choice`` picks (Civitai's download ``type``,
         ``format``, ``size``, ``fp``): the primary one among those that match, else the
-        first. None when the version is unknown or no file matches."""
+        first. None when the version is unknown or not shown (its model withdrawn) or no
+        file matches."""
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     sa.select(version_files, model_versions.c.id.label("vid"))
-                    .join(model_versions, model_versions.c.id == version_files.c.version_id)
+                    .select_from(
+                        version_files.join(
+                            shown_versions, model_versions.c.id == version_files.c.version_id
+                        )
+                    )
                     .where(model_versions.c.int_id == version_int)
                     .order_by(version_files.c.is_primary.desc(), version_files.c.position)
                 )

@@ -57,6 +57,11 @@ class TorrentIndex:
         if self.gate is not None and (why := await self.gate.refuse_file(sha256)):
             raise TakenDown(why)
 
+    async def shown(self, sha256: str) -> bool:
+        """Whether a visible record still needs the file (its model not withdrawn)."""
+        public = self.store.public
+        return public is None or bool(await public.shown_among([sha256.upper()]))
+
     async def get(self, infohash: str) -> tuple[TorrentMeta, str] | None:
         async with self.db.read() as conn:
             row = (
@@ -65,12 +70,12 @@ class TorrentIndex:
         return (meta_from_info(row.info), row.sha256) if row is not None else None
 
     async def knows(self, infohash: str) -> bool:
-        """Whether the tracker serves this torrent: ours, and not taken down."""
+        """Whether the tracker serves this torrent: ours, shown, and not taken down."""
         async with self.db.read() as conn:
             sha256 = await conn.scalar(
                 sa.select(torrents.c.sha256).where(torrents.c.infohash == infohash)
             )
-        if sha256 is None:
+        if sha256 is None or not await self.shown(sha256):
             return False
         return self.gate is None or await self.gate.refuse_file(sha256) is None
 
@@ -106,7 +111,7 @@ async def torrent(request: web.Request) -> web.Response:
     index = request.app[TORRENT_INDEX]
     infohash = request.match_info["infohash"].lower()
     found = await index.get(infohash) if HEX40.match(infohash) else None
-    if found is None:
+    if found is None or not await index.shown(found[1]):
         raise NotFound("this node has no torrent with that infohash")
     meta, sha256 = found
     await index.check(sha256)
