@@ -1,19 +1,52 @@
-"""A backoff rate limiter: the first few events of a key are free, then each waits longer.
+"""Rate limits: who a client address counts as, and a backoff limiter.
 
-Used for failed logins (per account and per address); reusable for any quota that should
-slow an abuser down more the longer they keep at it, rather than cut everyone off at a
-fixed rate. State is in memory, bounded by ``max_keys`` (the oldest keys are forgotten
-first): with several API processes, each counts on its own.
+Every per-address limit (failed logins, takedown notices, reports) keys its client by
+:func:`client_key`: an IPv4 client by its address, an IPv6 client by its /64 (what one
+host or customer is given; counting each of its 2^64 addresses alone would give one
+attacker as many budgets), an IPv4-mapped IPv6 address as the IPv4 address it is.
+
+:class:`BackoffLimiter` is used for failed logins (per account and address, per address,
+per account); reusable for any quota that should slow an abuser down more the longer they
+keep at it, rather than cut everyone off at a fixed rate. State is in memory, bounded by
+``max_keys`` (the oldest keys are forgotten first): with several API processes, each
+counts on its own.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from node.errors import TooManyRequests
+from node.http import client_address
+
+IPV6_PREFIX = 64
+
+
+def address_key(address: str) -> str:
+    """The key a client address is counted under: an IPv4 address as it is, an IPv6 one
+    as its /64 network (``2001:db8:1:2::/64``), an IPv4-mapped IPv6 address as its IPv4
+    address. Anything else (no address, a Unix socket, a key already) stays as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
+    return str(ip)
+
+
+def client_key(request: web.Request) -> str:
+    """The request's client (see :func:`node.http.client_address`) as per-address limits
+    count it: :func:`address_key` of its address."""
+    return address_key(client_address(request))
 
 
 @dataclass

@@ -13,10 +13,12 @@ from node.accounts.routes import (
     FORM_FIELD,
     check_form_token,
     end_session,
+    require_session,
     set_session_cookie,
 )
 from node.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
-from node.http import Principal, client_address, local_path, parse_int, require_user
+from node.http import local_path, parse_int
+from node.ratelimit import client_key
 from node.render import RATING_COOKIE, RENDERER, page
 
 PREFERENCE_SECONDS = 365 * 24 * 3600
@@ -41,7 +43,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     username, target = _text(form, "username"), local_path(_text(form, "next"))
     try:
         session_id, _user = await request.app[ACCOUNTS].login(
-            username, _text(form, "password"), client_address(request)
+            username, _text(form, "password"), client_key(request)
         )
     except (Unauthorized, TooManyRequests) as exc:
         answer = request.app[RENDERER].render(
@@ -97,7 +99,8 @@ async def tokens_page(request: web.Request) -> web.StreamResponse:
 @page
 async def create_token(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    name = _own_name(check_form_token(request, _text(form, FORM_FIELD)))
+    check_form_token(request, _text(form, FORM_FIELD))
+    name = _own_name(request)
     days_text = _text(form, "expires_days").strip()
     days = parse_int(days_text, 1) if days_text else None
     if days_text and days is None:
@@ -112,7 +115,8 @@ async def create_token(request: web.Request) -> web.StreamResponse:
 @page
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     form = await request.post()
-    name = _own_name(check_form_token(request, _text(form, FORM_FIELD)))
+    check_form_token(request, _text(form, FORM_FIELD))
+    name = _own_name(request)
     token_id = parse_int(request.match_info["id"])
     if token_id is None:
         raise NotFound("a token id is a positive integer")
@@ -120,14 +124,16 @@ async def revoke_token(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/account/tokens")
 
 
-def _own_name(who: Principal) -> str:
+def _own_name(request: web.Request) -> str:
+    """The logged-in user managing their tokens: a browser session, not an API token."""
+    who = require_session(request)
     if who.user is None:
         raise Unauthorized("log in to manage your API tokens")
     return str(who.user.name)
 
 
 async def _tokens(request: web.Request, status: int = 200, **context: Any) -> web.Response:
-    name = _own_name(require_user(request))
+    name = _own_name(request)
     tokens = await request.app[ACCOUNTS].list_tokens(name)
     for t in tokens:
         t["created_text"] = _date(t["created"])

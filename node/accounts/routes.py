@@ -1,4 +1,7 @@
-"""Account routes: login/logout for the web UI, users and tokens for admins (and the CLI)."""
+"""Account routes: login/logout for the web UI, users and tokens for admins (and the CLI).
+
+API tokens are managed only by a browser session or the node's admin token, never by an
+API token (:func:`require_session`)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ from node.http import (
     SESSION_COOKIE,
     Handler,
     Principal,
-    client_address,
     field,
     json_ok,
     parse_int,
@@ -26,8 +28,17 @@ from node.http import (
     require_admin,
     require_user,
 )
+from node.ratelimit import client_key
 
 ACCOUNTS = web.AppKey("accounts", AccountService)
+# How the request's principal proved itself: a browser session's cookie, an API token, the
+# node's admin token, or nothing.
+CREDENTIAL = web.RequestKey("credential", str)
+SESSION, API_TOKEN, ADMIN_TOKEN = "session", "api_token", "admin_token"
+SESSION_ONLY = (
+    "an API token cannot create, list or revoke API tokens: use a logged-in browser "
+    "session (the /account/tokens page) or the node's admin token (civitas token)"
+)
 # Logging in replaces whatever session the browser had, so it needs no CSRF token of one.
 CSRF_EXEMPT = frozenset({"/api/auth/login", "/login"})
 QUERY_TOKEN_PATHS = ("/api/v1/", "/api/download/")
@@ -49,28 +60,40 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        who = ANONYMOUS
+        who, credential = ANONYMOUS, ""
         header = request.headers.get("Authorization", "")
         if not header and "token" in request.query and _query_token_allowed(request):
             header = f"Bearer {request.query['token']}"  # Civitai tools' ?token=
         if header.startswith("Bearer "):
             token = header[len("Bearer ") :].strip()
             if hmac.compare_digest(token.encode(), admin_token.encode()):
-                who = Principal(node_admin=True)
+                who, credential = Principal(node_admin=True), ADMIN_TOKEN
             else:
                 user = await accounts.user_for_token(token)
                 if user is not None:
-                    who = Principal(user=user)
+                    who, credential = Principal(user=user), API_TOKEN
         elif SESSION_COOKIE in request.cookies and request.path not in CSRF_EXEMPT:
             session = await accounts.session(request.cookies[SESSION_COOKIE])
             if session is not None:
-                who = _cookie_principal(request, session)
+                who, credential = _cookie_principal(request, session), SESSION
         if request.method not in SAFE_METHODS and _cross_site(request):
             raise Forbidden("cross-site requests may not change anything")
         request[PRINCIPAL] = who
+        request[CREDENTIAL] = credential
         return await handler(request)
 
     return auth_middleware
+
+
+def require_session(request: web.Request) -> Principal:
+    """The requester, if they are a logged-in browser session (whose changes carry its
+    CSRF token) or the node's admin token; 403 for an API token. Managing API tokens is
+    kept from tokens themselves: a stolen one could otherwise mint itself a successor that
+    never expires, or revoke its owner's other tokens."""
+    who = require_user(request)
+    if not who.node_admin and request.get(CREDENTIAL) != SESSION:
+        raise Forbidden(SESSION_ONLY)
+    return who
 
 
 def _query_token_allowed(request: web.Request) -> bool:
@@ -144,7 +167,7 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
 async def login(request: web.Request) -> web.Response:
     data = await read_json(request)
     session_id, user = await request.app[ACCOUNTS].login(
-        field(data, "username"), field(data, "password"), client_address(request)
+        field(data, "username"), field(data, "password"), client_key(request)
     )
     who = await request.app[ACCOUNTS].session(session_id)
     assert who is not None
@@ -194,8 +217,9 @@ async def add_user(request: web.Request) -> web.Response:
 
 
 def _token_owner(request: web.Request) -> str:
-    """The user named in the path, if the requester is an admin or that user."""
-    who = require_user(request)
+    """The user named in the path, if the requester is an admin or that user, logged in
+    with a browser session (or the node's admin token): see :func:`require_session`."""
+    who = require_session(request)
     name = request.match_info["name"]
     if not who.is_admin and (who.user is None or who.user.name != name):
         raise Forbidden("you may only manage your own tokens")

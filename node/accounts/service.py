@@ -258,7 +258,8 @@ class AccountService:
 
     async def login(self, name: str, password: str, address: str | None = None) -> tuple[str, User]:
         """Check a password; return a new session id. Same error for any failure; 429
-        (TooManyRequests) while the account or ``address`` must wait after wrong ones."""
+        (TooManyRequests) while the account (from ``address``, or from addresses new to it)
+        or ``address`` must wait after wrong ones (see :mod:`node.accounts.throttle`)."""
         if not isinstance(name, str) or not USERNAME.match(name):
             raise Unauthorized("wrong username or password")  # no such name can exist
         if not isinstance(password, str) or len(password) > MAX_PASSWORD:
@@ -270,7 +271,7 @@ class AccountService:
             if not await self.hasher.verify(password, stored) or row is None:
                 self.throttle.failed(name, address)
                 raise Unauthorized("wrong username or password")
-            self.throttle.succeeded(name)
+            self.throttle.succeeded(name, address)
         session_id = secrets.token_urlsafe(32)
         now = now_ms()
         async with self.db.write() as conn:

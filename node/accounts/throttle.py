@@ -1,24 +1,38 @@
-"""Brute-force protection for password logins: growing waits per account and per address.
+"""Brute-force protection for password logins, keyed so that a guesser cannot lock the
+owner out.
 
-Every wrong password counts against the account tried and the address it came from; past
-a few free ones, each further one makes that key wait twice as long (up to a cap). While
-a key waits, every login for it is answered 429 with ``Retry-After`` without looking at
-the password, the right one included, so guessing faster gains nothing. Logins for one
-account, and from one address, are checked one at a time, so a burst of parallel guesses
-is counted exactly as the same guesses in a row.
+A wrong password counts against three keys, each with growing waits past a few free ones
+(twice as long each time, up to a cap):
+
+- the account *from that address* (``per_account``): one address guessing one password;
+- the address (``per_address``): one address guessing at many accounts;
+- the account from addresses that never logged into it (``per_account_overall``): many
+  addresses guessing one password. An address that has logged into the account before
+  (in this process's memory) is let through this one, so a crowd of guessers elsewhere
+  slows down only other strangers, not the owner at home.
+
+Addresses are keyed by :func:`node.ratelimit.address_key` (an IPv6 client by its /64).
+While a key waits, every login it covers is answered 429 with ``Retry-After`` without
+looking at the password, the right one included, so guessing faster gains nothing.
+Logins from one address, and strangers' logins for one account, are checked one at a
+time, so a burst of parallel guesses is counted exactly as the same guesses in a row; a
+known address does not queue behind strangers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from node.errors import TooManyRequests
-from node.ratelimit import BackoffLimiter
+from node.ratelimit import BackoffLimiter, address_key
 
-MAX_WAITING = 8  # logins queued behind one account's or one address's current one
+MAX_WAITING = 8  # logins queued behind one address's, or one account's, current one
+MAX_KNOWN = 100_000  # (account, address) pairs remembered as having logged in
+OVERALL_FACTOR = 10  # per_account_overall when not given: this many times per_account
 
 
 class LoginThrottle:
@@ -27,32 +41,61 @@ class LoginThrottle:
         *,
         per_account: int = 5,
         per_address: int = 20,
+        per_account_overall: int | None = None,
         max_delay_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.accounts = BackoffLimiter(free=per_account, max_s=max_delay_s, clock=clock)
+        overall = (
+            per_account * OVERALL_FACTOR if per_account_overall is None else per_account_overall
+        )
+        self.pairs = BackoffLimiter(free=per_account, max_s=max_delay_s, clock=clock)
         self.addresses = BackoffLimiter(free=per_address, max_s=max_delay_s, clock=clock)
+        self.accounts = BackoffLimiter(free=overall, max_s=max_delay_s, clock=clock)
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    def known(self, name: str, address: str | None) -> bool:
+        """Whether ``address`` has logged into account ``name`` before."""
+        return bool(address) and (name, address_key(address or "")) in self._known
 
     @asynccontextmanager
     async def attempt(self, name: str, address: str | None) -> AsyncIterator[None]:
-        """Hold the account's (and address's) turn; raise TooManyRequests while either
-        must wait, or when too many logins already queue for it."""
-        async with self._turn(f"address:{address or ''}"), self._turn(f"account:{name}"):
-            self.accounts.check(name, "wrong passwords for this account")
-            if address:
-                self.addresses.check(address, "wrong passwords from your address")
+        """Hold the address's turn (and, for an address new to the account, the account's);
+        raise TooManyRequests while a key it counts against must wait, or when too many
+        logins already queue for one."""
+        key = address_key(address or "")
+        known = self.known(name, key)
+        async with AsyncExitStack() as turns:
+            await turns.enter_async_context(self._turn(f"address:{key}"))
+            if not known:
+                await turns.enter_async_context(self._turn(f"account:{name}"))
+            self.pairs.check((name, key), "wrong passwords for this account")
+            if key:
+                self.addresses.check(key, "wrong passwords from your address")
+            if not known:
+                self.accounts.check(name, "wrong passwords for this account from new addresses")
             yield
 
     def failed(self, name: str, address: str | None) -> None:
-        self.accounts.hit(name)
-        if address:
-            self.addresses.hit(address)
+        key = address_key(address or "")
+        self.pairs.hit((name, key))
+        if key:
+            self.addresses.hit(key)
+        if not self.known(name, key):
+            self.accounts.hit(name)
 
-    def succeeded(self, name: str) -> None:
-        """The account's count starts again; the address's does not (one working account
-        must not reset an address that guesses at others)."""
-        self.accounts.reset(name)
+    def succeeded(self, name: str, address: str | None) -> None:
+        """The account's count from this address starts again, and the address is known to
+        the account from now on. The address's own count does not start again (one working
+        account must not reset an address that guesses at others), nor does the account's
+        count from strangers (the owner logging in must not give guessers a fresh start)."""
+        key = address_key(address or "")
+        self.pairs.reset((name, key))
+        if key:
+            self._known[(name, key)] = None
+            self._known.move_to_end((name, key))
+            while len(self._known) > MAX_KNOWN:
+                self._known.popitem(last=False)
 
     @asynccontextmanager
     async def _turn(self, key: str) -> AsyncIterator[None]:

@@ -19,9 +19,10 @@ from aiohttp import web
 from node.accounts.routes import FORM_FIELD, check_form_token
 from node.catalog.routes import CATALOG
 from node.errors import BadRequest, CivitasError, Forbidden, Unauthorized
-from node.http import Principal, client_address, principal, require_user
+from node.http import Principal, principal, require_user
 from node.moderation.routes import MODERATION, actor_name, record_id, require_moderator
 from node.moderation.service import Submitter
+from node.ratelimit import client_key
 from node.render import RENDERER, page, set_flash
 
 AUDIT_PAGE = 50
@@ -123,7 +124,7 @@ async def file_notice(request: web.Request) -> web.StreamResponse:
     values = form_values(form)
     service = request.app[MODERATION]
     submitter = Submitter(
-        contact=values["contact"].strip(), account=user.name, address=client_address(request)
+        contact=values["contact"].strip(), account=user.name, address=client_key(request)
     )
     try:
         notice = await service.file_notice(
@@ -200,7 +201,7 @@ async def file_counter(request: web.Request) -> web.StreamResponse:
             service.author_key(user.did),
             notice_id,
             statement,
-            Submitter(account=user.name, address=client_address(request)),
+            Submitter(account=user.name, address=client_key(request)),
         )
     except (Forbidden, Unauthorized):
         raise

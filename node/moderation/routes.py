@@ -20,7 +20,6 @@ from node.catalog.routes import CATALOG, int_id
 from node.errors import BadRequest, Forbidden, NotFound
 from node.http import (
     Principal,
-    client_address,
     field,
     json_ok,
     parse_int,
@@ -34,6 +33,7 @@ from node.http import (
 from node.moderation.schemas import Target
 from node.moderation.service import ModerationService, Submitter
 from node.p2p.records import MAX_RECORD_BYTES
+from node.ratelimit import client_key
 
 MODERATION = web.AppKey("moderation", ModerationService)
 HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -62,7 +62,7 @@ def _submitter(request: web.Request, contact: str = "") -> Submitter:
     return Submitter(
         contact=contact,
         account=who.user.name if who.user is not None else None,
-        address=client_address(request),
+        address=client_key(request),
     )
 
 
@@ -239,7 +239,7 @@ async def report(request: web.Request) -> web.Response:
         field(data, "reason"),
         field(data, "comment", default=""),
         who.user.name if who.user is not None else None,
-        client_address(request),
+        client_key(request),
     )
     return json_ok({"report": result}, status=201)
 

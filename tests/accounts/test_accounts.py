@@ -140,7 +140,8 @@ async def test_admin_endpoints_need_an_admin(
 async def test_members_create_tokens_only_for_themselves(client: TestClient, node: Node) -> None:
     await node.accounts.add_user("alice", PASSWORD)
     await node.accounts.add_user("bob", PASSWORD)
-    alice = {"Authorization": f"Bearer {await node.accounts.create_token('alice')}"}
+    login = await client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+    alice = {CSRF_HEADER: (await login.json())["csrf_token"]}  # her session (not a token)
     assert (await client.post("/api/admin/users/bob/tokens", headers=alice)).status == 403
     resp = await client.post("/api/admin/users/alice/tokens", json={"label": "x"}, headers=alice)
     assert resp.status == 201

@@ -51,22 +51,27 @@ async def test_tokens_are_listed_revoked_and_expire(node: Node) -> None:
 
 
 async def test_tokens_over_the_api(client: TestClient, node: Node) -> None:
+    """A logged-in session manages its user's tokens (an API token may not: see
+    test_token_and_limits.py)."""
     await node.accounts.add_user("alice", PASSWORD)
     await node.accounts.add_user("bob", PASSWORD)
     alice = await node.accounts.create_token("alice")
     bob = await node.accounts.create_token("bob")
+    login = await client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
+    session = {"X-CSRF-Token": (await login.json())["csrf_token"]}
     resp = await client.post(
         "/api/admin/users/alice/tokens",
         json={"label": "ci", "expires_days": 7},
-        headers=bearer(alice),
+        headers=session,
     )
     assert resp.status == 201
     temporary = (await resp.json())["token"]
     assert (await client.get("/api/auth/me", headers=bearer(temporary))).status == 200
 
-    listed = await (await client.get("/api/admin/users/alice/tokens", headers=bearer(alice))).json()
+    listed = await (await client.get("/api/admin/users/alice/tokens")).json()
     ci = next(t for t in listed["tokens"] if t["label"] == "ci")
     assert ci["expires"] is not None and "token" not in ci
+    assert (await client.get("/api/admin/users/bob/tokens")).status == 403  # not hers
     assert (await client.get("/api/admin/users/alice/tokens", headers=bearer(bob))).status == 403
     other = await client.delete(f"/api/admin/users/alice/tokens/{ci['id']}", headers=bearer(bob))
     assert other.status == 403
@@ -76,13 +81,11 @@ async def test_tokens_over_the_api(client: TestClient, node: Node) -> None:
     assert expired.status == 401 and (await expired.json())["error"] == "unauthorized"
 
     first = next(t for t in listed["tokens"] if t["label"] == "cli")
-    gone = await client.delete(
-        f"/api/admin/users/alice/tokens/{first['id']}", headers=bearer(alice)
-    )
+    gone = await client.delete(f"/api/admin/users/alice/tokens/{first['id']}", headers=session)
     assert gone.status == 200
     assert (await client.get("/api/auth/me", headers=bearer(alice))).status == 401
     missing = await client.delete(
-        "/api/admin/users/bob/tokens/99999999999999999999", headers=bearer(bob)
+        "/api/admin/users/alice/tokens/99999999999999999999", headers=session
     )
     assert missing.status == 404
 
