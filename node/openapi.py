@@ -83,21 +83,21 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/admin/users/{name}/tokens": {
         "post": _op(
-            "Create an API token",
+            "Create an API token (a session or the admin token; an API token: 403)",
             params=_params(("name", "path", "string")),
             body="application/json",
             auth=True,
             ok="201",
         ),
         "get": _op(
-            "List a user's API tokens (admin or that user)",
+            "List a user's API tokens (a session or the admin token; an API token: 403)",
             params=_params(("name", "path", "string")),
             auth=True,
         ),
     },
     "/api/admin/users/{name}/tokens/{id}": {
         "delete": _op(
-            "Revoke an API token (admin or that user)",
+            "Revoke an API token (a session or the admin token; an API token: 403)",
             params=_params(("name", "path", "string"), ("id", "path", "integer")),
             auth=True,
         ),
