@@ -71,6 +71,15 @@ def json_ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
+def _bug(request: web.Request) -> web.Response:
+    """Log the exception being handled, with its traceback, and answer 500."""
+    log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+    return error_response(500, "internal_error", "internal error (a bug); see the node's log")
+
+
+CLIENT_CLOSED = 499  # logged for a request its client (or a stop) ended before its answer
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -79,6 +88,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
         status = response.status
         return response
+    except ConnectionResetError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():  # another connection's
+            return _bug(request)
+        status = CLIENT_CLOSED  # the client went away mid-request: not the node's bug
+        return error_response(400, "client_disconnected", "the connection was lost")
+    except asyncio.CancelledError:  # the client went away, or a stop ended the request
+        status = CLIENT_CLOSED
+        raise
     except CivitasError as exc:
         status = exc.status
         response = error_response(exc.status, exc.code, exc.message)
@@ -100,10 +118,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(400, "malformed_request", f"the request is malformed: {exc}"[:500])
     except (ValueError, UnicodeError) as exc:
         if not _from_request_parsing(exc.__traceback__):
-            log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-            return error_response(
-                500, "internal_error", "internal error (a bug); see the node's log"
-            )
+            return _bug(request)
         status = 400
         return error_response(400, "malformed_request", f"the request is malformed: {exc}"[:500])
     except Exception as exc:
@@ -111,8 +126,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status = outage.status
             log.error(outage.message, extra={"method": request.method, "path": request.path})
             return error_response(outage.status, outage.code, outage.message)
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return error_response(500, "internal_error", "internal error (a bug); see the node's log")
+        return _bug(request)
     finally:
         log.info(
             "request",
