@@ -160,8 +160,9 @@ class AuthSection:
     session_hours: int = setting(24 * 14, "How long a web UI login lasts, in hours.", _positive)
     login_failures_per_account: int = setting(
         5,
-        "Wrong passwords an account takes before each further try must wait, twice as long "
-        "each time (429 with Retry-After).",
+        "Wrong passwords an account takes from one client address before each further try "
+        "from there must wait, twice as long each time (429 with Retry-After); ten times as "
+        "many from addresses that never logged into it hold up only those addresses.",
         _positive,
     )
     login_failures_per_address: int = setting(

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import faulthandler
 import fcntl
-import ipaddress
 import logging
 import os
 import signal
@@ -41,6 +40,7 @@ from node.errors import ConfigError
 from node.home import Home
 from node.http import Handler, TrustedProxies, error_response
 from node.logs import setup_logging
+from node.ratelimit import address_key
 from node.tasks import stop_tasks
 
 log = logging.getLogger("civitas.node")
@@ -62,17 +62,7 @@ class ConnectionGuard:
         self.stalled = 0
         self.connections: set[_GuardedConnection] = set()
 
-    @staticmethod
-    def key(address: str) -> str:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return address
-        if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-        return str(ip)
+    key = staticmethod(address_key)  # an IPv6 client counts as its /64
 
     def admit(self, address: str) -> bool:
         key = self.key(address)
