@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
+from aiohttp import StreamReader
+
 from node.background import run_in_background
 from node.catalog.safetensors import U64_MAX, header_length, refuse_pickle
 from node.errors import CivitasError
@@ -59,7 +61,8 @@ class IngestSlots:
     answered 429 the same way, so one member cannot hold every slot. A file on the
     node's own disk (admin, CLI, compute results) waits for a slot instead. A task that
     holds a slot re-enters freely, so a route can take it before reading previews and
-    the publisher inside it again. A held slot is let go by an upload that falls below
+    the publisher inside it again. An HTTP upload takes its slot with :meth:`upload`,
+    only once its sender is authenticated, and lets it go when its body falls below
     ``min_rate`` bytes a second on average once ``grace_s`` has passed (:meth:`paced`).
     """
 
@@ -108,29 +111,56 @@ class IngestSlots:
                 if self.accounts[account] <= 0:
                     del self.accounts[account]
 
-    async def paced(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Pass an upload's bytes through while they keep up ``min_rate`` bytes a second
-        on average after ``grace_s``; else 408, and the slot is free again. A trickle (a
-        byte every few seconds, never a stall long enough for the body timeout) would
-        otherwise hold a slot for as long as its sender likes."""
+    @asynccontextmanager
+    async def upload(self, account: str | None, body: StreamReader) -> AsyncIterator[None]:
+        """An HTTP upload's slot, for an authenticated sender: the did of its ``account``
+        (429 past its share) or None for the node's admin token; 503 when every slot is
+        taken. Held while ``body`` keeps up the minimum rate (:meth:`paced`). Taken
+        before a byte of the body is read, once the sender is known: an anonymous
+        request must be refused before this, never given a slot."""
+        async with self.hold(wait=False, account=account), self.paced(body):
+            yield
+
+    @asynccontextmanager
+    async def paced(self, body: StreamReader) -> AsyncIterator[None]:
+        """Run the block while the request ``body`` arrives at ``min_rate`` bytes a second
+        on average after ``grace_s``, counted over the whole body (preamble, every part,
+        boundaries) until its last byte is in; else 408, and the slot is free again.
+
+        A trickle (a byte every few seconds, never a stall long enough for the body
+        timeout) would otherwise hold a slot for as long as its sender likes, in whichever
+        part it trickles. Once the whole body is in, the node's own work on it (hashing,
+        checks, decodes) is not timed."""
         loop = asyncio.get_running_loop()
-        start, got = loop.time(), 0
-        source = aiter(chunks)
-        while True:
-            left = start + self.grace_s + got / self.min_rate - loop.time()
-            try:
-                async with asyncio.timeout(max(left, 0)):
-                    chunk = await anext(source)
-            except StopAsyncIteration:
+        start = loop.time()
+        watch: asyncio.TimerHandle | None = None
+        deadline = asyncio.timeout(None)
+
+        def check() -> None:
+            nonlocal watch
+            if body.is_eof():
                 return
-            except TimeoutError:
-                raise UploadTooSlow(
-                    f"the upload fell below {self.min_rate:,} bytes a second "
-                    f"(server.min_upload_bytes_per_s, after {self.grace_s:g} s): "
-                    f"{got:,} bytes in {loop.time() - start:,.0f} s"
-                ) from None
-            got += len(chunk)
-            yield chunk
+            due = start + self.grace_s + body.total_bytes / self.min_rate
+            if loop.time() >= due:
+                deadline.reschedule(loop.time())  # the block is cancelled: 408 below
+            else:
+                watch = loop.call_at(due, check)
+
+        try:
+            async with deadline:
+                watch = loop.call_at(start + self.grace_s, check)
+                try:
+                    yield
+                finally:
+                    watch.cancel()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise UploadTooSlow(
+                f"the upload fell below {self.min_rate:,} bytes a second "
+                f"(server.min_upload_bytes_per_s, after {self.grace_s:g} s): "
+                f"{body.total_bytes:,} bytes in {loop.time() - start:,.0f} s"
+            ) from None
 
 
 class ImageDecodes:

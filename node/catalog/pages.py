@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from aiohttp import BodyPartReader, web
 from multidict import MultiDict, MultiDictProxy
 
-from node.accounts.routes import FORM_FIELD, check_form_token
+from node.accounts.routes import FORM_FIELD, PENDING_SESSION, check_form_token
 from node.catalog.detect import BASE_MODELS
 from node.catalog.genmeta import format_a1111
 from node.catalog.routes import CATALOG, UPLOAD_CHUNK, int_id, read_preview
@@ -267,15 +267,21 @@ async def publish_form(request: web.Request) -> web.StreamResponse:
 
 @page
 async def publish(request: web.Request) -> web.StreamResponse:
-    """The form without JavaScript: fields first, then preview images, the file last."""
+    """The form without JavaScript: the form's token first, fields, preview images, the
+    file last.
+
+    Its sender is known before a byte of the body is read: a session's cookie (its form
+    token, in the body, is checked first thing) or an API token; anyone else is answered
+    401 with no slot taken. The slot is then that account's (429 past its share), held
+    while the whole body keeps up the minimum rate (previews are held in memory)."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send the publish form as multipart/form-data")
-    # A session's cookie counts only once the form's token is checked (in the body), so
-    # the account is known here only for a token sent in the header.
-    who = principal(request)
-    account = who.user.did if who.user is not None else None
-    # The slot is taken before a byte of the body is read (previews are held in memory).
-    async with request.app[CATALOG].publisher.slots.hold(wait=False, account=account):
+    pending = request.get(PENDING_SESSION)
+    sender = pending if pending is not None else require_user(request)
+    if sender.user is None:
+        raise BadRequest("publish as a user: log in")
+    slots = request.app[CATALOG].publisher.slots
+    async with slots.upload(sender.user.did, request.content):
         return await _read_publish_form(request)
 
 

@@ -295,14 +295,15 @@ class Publisher:
 
         Torrent pieces are hashed in the same pass when ``expected_size`` (the request's
         length) picks the same piece length as the real size; otherwise they take a
-        second read of the stored file.
+        second read of the stored file. An HTTP route holds the upload's slot and paces
+        its whole body (:meth:`IngestSlots.upload`) before it calls this.
         """
         refuse_pickle(b"", filename)
         async with self.slots.hold(wait=False):
             return await self._publish_stream(
                 author,
                 filename,
-                checked_start(self.slots.paced(chunks), filename),
+                checked_start(chunks, filename),
                 model,
                 version,
                 model_root,

@@ -405,9 +405,10 @@ async def publish_upload(request: web.Request) -> web.Response:
         request.content_length,
     )
     with progress.failing():
-        # The slot is taken before a byte of the body is read (previews are held in memory).
-        account = who.user.did if who.user is not None else None
-        async with request.app[CATALOG].publisher.slots.hold(wait=False, account=account):
+        # The slot is taken before a byte of the body is read (previews are held in memory),
+        # and the whole body, every part, must keep up the minimum rate.
+        account = who.user.did if who.user is not None else None  # None: the node admin
+        async with request.app[CATALOG].publisher.slots.upload(account, request.content):
             result = await _publish_multipart(request, progress)
         progress.done(
             modelId=result["model"]["id"], sha256=result["sha256"], created=result["created"]

@@ -140,6 +140,16 @@ class JobQueue:
             await asyncio.shield(self.inputs.forget({image.sha256 for image in kept}))
             raise
 
+    async def check_training(self, user: Any, data: dict[str, Any]) -> None:
+        """A training job's parameters, base model and the member's queue room, checked
+        before any of its images is received (their count is checked with them)."""
+        if data.get("kind") != "train":
+            raise BadRequest("only training jobs take images: set kind to train")
+        spec = self._spec(data, 1)
+        async with self.db.read() as conn:
+            await self._resolve(conn, "train", spec)
+            await self._check_queued(conn, user.id)
+
     def _spec(self, data: dict[str, Any], images: int) -> params.JobSpec:
         if not self.config.enabled:
             raise Forbidden("this node does not run compute jobs (compute.enabled is false)")

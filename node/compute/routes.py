@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from node.catalog.routes import int_id
+from node.catalog.routes import CATALOG, int_id
 from node.compute import inputs
 from node.compute.input_files import Pending
 from node.compute.queue import FINISHED
@@ -45,10 +45,16 @@ def _user(request: web.Request) -> Any:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    """A JSON generation job, or multipart: ``params`` (JSON), ``image`` parts, ``zip``.
+    """A JSON generation job, or multipart: ``params`` (JSON) first, then ``image`` parts
+    or a ``zip``.
 
-    Training images are received to temp files, and kept only once the job passed every
-    check (:class:`~node.compute.input_files.Pending`); whatever is refused leaves nothing.
+    A training upload takes one of its member's ingest slots before a byte of its body is
+    read (429 past their share, 503 when the node's are all taken), and its whole body
+    must keep up the minimum upload rate (408), as a model upload's
+    (:meth:`~node.catalog.ingest_limits.IngestSlots.upload`). Its params are checked
+    before any image is read. Training images are received to temp files, and kept only
+    once the job passed every check (:class:`~node.compute.input_files.Pending`);
+    whatever is refused, or cut off, leaves nothing.
     """
     user = _user(request)
     compute = request.app[COMPUTE]
@@ -58,41 +64,45 @@ async def submit_job(request: web.Request) -> web.Response:
     limits = inputs.InputLimits(
         config.max_train_images, config.max_train_bytes, config.max_zip_ratio
     )
+    slots = request.app[CATALOG].publisher.slots
     received = inputs.TrainingInputs(compute.queue.store.tmp, limits)
     try:
-        data = await _multipart_job(request, received)
-        captions = inputs.captions_of(data)
-        data.pop("captions", None)
-        pending = Pending(
-            count=len(received.uploads),
-            size=sum(upload.size for upload in received.uploads),
-            keep=lambda: received.keep(compute.queue.store, captions, compute.decodes),
-        )
-        job = await compute.queue.submit(user, data, pending=pending)
+        async with slots.upload(user.did, request.content):
+            data = await _multipart_job(request, user, received)
+            captions = inputs.captions_of(data)
+            data.pop("captions", None)
+            pending = Pending(
+                count=len(received.uploads),
+                size=sum(upload.size for upload in received.uploads),
+                keep=lambda: received.keep(compute.queue.store, captions, compute.decodes),
+            )
+            job = await compute.queue.submit(user, data, pending=pending)
     finally:
         received.discard()  # synchronous: runs even when the request is cancelled
     return json_ok(job, status=201)
 
 
-async def _multipart_job(request: web.Request, received: inputs.TrainingInputs) -> dict[str, Any]:
+async def _multipart_job(
+    request: web.Request, user: Any, received: inputs.TrainingInputs
+) -> dict[str, Any]:
+    """The job's params, checked before its images are read; then the images to temp."""
     reader = await request.multipart()
-    data: dict[str, Any] | None = None
+    part = await reader.next()
+    if not isinstance(part, BodyPartReader) or part.name != "params":
+        raise BadRequest("send the 'params' part (the job as JSON) first, then image… or zip")
+    data = _params_part(await _read_part(part, MAX_PARAMS_BYTES))
+    inputs.captions_of(data)
+    await request.app[COMPUTE].queue.check_training(user, data)
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise BadRequest("nested multipart is not supported")
-        if part.name == "params":
-            data = _params_part(await _read_part(part, MAX_PARAMS_BYTES))
-        elif part.name == "image":
+        if part.name == "image":
             name = part.filename or f"image{len(received.uploads)}.png"
             await received.add_image_part(name, part.read_chunk)
         elif part.name == "zip":
             await received.add_zip_part(part.read_chunk)
         else:
-            raise BadRequest(f"unexpected part {part.name!r}; send params, image… or zip")
-    if data is None:
-        raise BadRequest("no 'params' part (the job as JSON)")
-    if data.get("kind") != "train":
-        raise BadRequest("only training jobs take images: set kind to train")
+            raise BadRequest(f"unexpected part {part.name!r}; send params, then image… or zip")
     return data
 
 

@@ -71,6 +71,9 @@ async def test_training_uploads_decode_a_few_at_a_time_in_bounded_memory(
     client: TestClient, node: Node, tmp_path: Path
 ) -> None:
     token, checkpoint = await _member(node, tmp_path)
+    # Two members, each sending their share of uploads at once (server.max_uploads_per_account)
+    await node.accounts.add_user("bob", PASSWORD)
+    tokens = (token, await node.accounts.create_token("bob"))
     data = grey16_png()
     decodes = node.catalog.publisher.decodes
     tracemalloc.start()
@@ -80,9 +83,9 @@ async def test_training_uploads_decode_a_few_at_a_time_in_bounded_memory(
                 client.post(
                     "/api/jobs",
                     data=_training_form(checkpoint.id, [data]),
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers={"Authorization": f"Bearer {tokens[i % 2]}"},
                 )
-                for _ in range(4)
+                for i in range(4)
             )
         )
         _, peak = tracemalloc.get_traced_memory()
