@@ -111,10 +111,12 @@ async def torrent(request: web.Request) -> web.Response:
     index = request.app[TORRENT_INDEX]
     infohash = request.match_info["infohash"].lower()
     found = await index.get(infohash) if HEX40.match(infohash) else None
-    if found is None or not await index.shown(found[1]):
+    if found is None:
         raise NotFound("this node has no torrent with that infohash")
     meta, sha256 = found
-    await index.check(sha256)
+    await index.check(sha256)  # taken down here: 451, before "not shown"
+    if not await index.shown(sha256):
+        raise NotFound("this node has no torrent with that infohash")
     body = torrent_file(meta, index.trackers(), index.web_seeds(sha256))
     return web.Response(
         body=body,
