@@ -19,6 +19,7 @@ from node.accounts import pages as account_pages
 from node.accounts import routes as account_routes
 from node.accounts.passwords import PasswordHasher
 from node.accounts.service import AccountService
+from node.accounts.signup import SignUps
 from node.accounts.throttle import LoginThrottle
 from node.catalog import download_pages, magnet_records
 from node.catalog import pages as catalog_pages
@@ -97,6 +98,7 @@ class Node:
     db: Database
     log: RecordLog
     accounts: AccountService
+    signups: SignUps
     store: FileStore
     catalog: CatalogService
     torrents: TorrentIndex
@@ -121,6 +123,12 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
             per_address=config.auth.login_failures_per_address,
             max_delay_s=config.auth.login_max_delay_s,
         ),
+    )
+    signups = SignUps(
+        accounts,
+        config.accounts.registration,
+        invite_days=config.accounts.invite_days,
+        per_address=config.accounts.signups_per_address,
     )
     store = FileStore(home.path / "files", db)
     store.public = CatalogNeeds(db)  # blobs and web seeds serve what a visible record needs
@@ -226,6 +234,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         db=db,
         log=record_log,
         accounts=accounts,
+        signups=signups,
         store=store,
         catalog=catalog,
         torrents=index,
@@ -355,6 +364,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     )
     app[NODE] = node
     app[account_routes.ACCOUNTS] = node.accounts
+    app[account_routes.SIGNUPS] = node.signups
     app[catalog_routes.CATALOG] = node.catalog
     app[compute_routes.COMPUTE] = node.compute
     app[p2p_routes.NODE_INFO] = p2p_routes.NodeInfo(

@@ -371,6 +371,13 @@ class AccountsSection:
         "(with an invite code an admin made) or closed (only `civitas user add`).",
         _one_of("open", "invite", "closed"),
     )
+    invite_days: int = setting(7, "Days an invite code stays valid (one account each).", _positive)
+    signups_per_address: int = setting(
+        3,
+        "Accounts one client address (an IPv6 /64) may create before each further sign-up "
+        "from it must wait, an hour doubled each time (429 with Retry-After).",
+        _positive,
+    )
 
 
 @dataclass

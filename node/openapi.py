@@ -75,6 +75,23 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/auth/login": {"post": _op("Log in; sets the session cookie", body="application/json")},
     "/api/auth/logout": {"post": _op("End the session", auth=True)},
+    "/api/auth/signup": {
+        "post": _op(
+            "Create a member account and log it in (as accounts.registration allows)",
+            body="application/json",
+            ok="201",
+        )
+    },
+    "/api/auth/registration": {"get": _op("Who may sign up: open, invite or closed")},
+    "/api/admin/invites": {
+        "get": _op("List invite codes' rows (admin)", auth=True),
+        "post": _op("Make an invite code, shown once (admin)", auth=True, ok="201"),
+    },
+    "/api/admin/invites/{id}": {
+        "delete": _op(
+            "Delete an unused invite (admin)", params=_params(("id", "path", "integer")), auth=True
+        ),
+    },
     "/api/auth/me": {"get": _op("Who you are", auth=True)},
     "/api/admin/status": {"get": _op("Node status and counts (admin)", auth=True)},
     "/api/admin/users": {
@@ -612,6 +629,13 @@ PAGES: dict[str, dict[str, Any]] = {
     "/login": {
         "get": _page("The log-in form", params=_params(("next", "query", "string"))),
         "post": _page("Log in; sets the session cookie", form=FORM),
+    },
+    "/signup": {
+        "get": _page(
+            "The sign-up form",
+            params=_params(("next", "query", "string"), ("invite", "query", "string")),
+        ),
+        "post": _page("Sign up and log in (as accounts.registration allows)", form=FORM),
     },
     "/logout": {"post": _page("Log out", form=FORM)},
     "/preferences": {"post": _page("Show or hide R and X content (a cookie)", form=FORM)},

@@ -8,15 +8,17 @@ from typing import Any
 
 from aiohttp import web
 
+from node.accounts.passwords import MIN_PASSWORD
 from node.accounts.routes import (
     ACCOUNTS,
     FORM_FIELD,
+    SIGNUPS,
     check_form_token,
     end_session,
     require_session,
     set_session_cookie,
 )
-from node.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from node.errors import BadRequest, CivitasError, NotFound, TooManyRequests, Unauthorized
 from node.http import local_path, parse_int
 from node.ratelimit import client_key
 from node.render import RATING_COOKIE, RENDERER, page
@@ -33,7 +35,57 @@ async def login_form(request: web.Request) -> web.StreamResponse:
         next=local_path(request.query.get("next")),
         username="",
         error=None,
+        registration=request.app[SIGNUPS].registration,
     )
+
+
+def _signup_page(
+    request: web.Request, *, status: int = 200, error: str | None = None, **form: str
+) -> web.Response:
+    return request.app[RENDERER].render(
+        request,
+        "signup.html",
+        status=status,
+        title="Sign up",
+        next=form.get("next", "/"),
+        username=form.get("username", ""),
+        invite=form.get("invite", ""),
+        error=error,
+        registration=request.app[SIGNUPS].registration,
+        min_password=MIN_PASSWORD,
+    )
+
+
+@page
+async def signup_form(request: web.Request) -> web.StreamResponse:
+    return _signup_page(
+        request,
+        next=local_path(request.query.get("next")),
+        invite=request.query.get("invite", "")[:100],  # an invite link fills it in
+    )
+
+
+@page
+async def signup(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    check_form_token(request, _text(form, FORM_FIELD))
+    fields = {k: _text(form, k) for k in ("username", "invite")}
+    target = local_path(_text(form, "next"))
+    try:
+        session_id, _user = await request.app[SIGNUPS].sign_up(
+            fields["username"],
+            _text(form, "password"),
+            fields["invite"] or None,
+            client_key(request),
+        )
+    except CivitasError as exc:
+        answer = _signup_page(request, status=exc.status, error=exc.message, next=target, **fields)
+        if isinstance(exc, TooManyRequests):
+            answer.headers["Retry-After"] = str(exc.retry_after_s)
+        return answer
+    response = web.HTTPSeeOther(target)
+    set_session_cookie(request, response, session_id)
+    raise response
 
 
 @page
@@ -54,6 +106,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             next=target,
             username=username,
             error=exc.message,
+            registration=request.app[SIGNUPS].registration,
         )
         if isinstance(exc, TooManyRequests):
             answer.headers["Retry-After"] = str(exc.retry_after_s)
@@ -161,6 +214,8 @@ def _text(form: Mapping[str, Any], name: str) -> str:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/login", login_form)
+    app.router.add_get("/signup", signup_form)
+    app.router.add_post("/signup", signup)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_post("/preferences", preferences)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from node.accounts.service import AccountService
+from node.accounts.signup import SignUps
 from node.errors import BadRequest, Forbidden, NotFound
 from node.http import (
     ANONYMOUS,
@@ -31,6 +32,7 @@ from node.http import (
 from node.ratelimit import client_key
 
 ACCOUNTS = web.AppKey("accounts", AccountService)
+SIGNUPS = web.AppKey("signups", SignUps)
 # How the request's principal proved itself: a browser session's cookie, an API token, the
 # node's admin token, or nothing.
 CREDENTIAL = web.RequestKey("credential", str)
@@ -176,6 +178,51 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+async def signup(request: web.Request) -> web.Response:
+    """Create a member account (as ``accounts.registration`` allows) and log it in."""
+    data = await read_json(request)
+    invite = data.get("invite")
+    session_id, user = await request.app[SIGNUPS].sign_up(
+        field(data, "username"),
+        field(data, "password"),
+        invite if isinstance(invite, str) else None,
+        client_key(request),
+    )
+    who = await request.app[ACCOUNTS].session(session_id)
+    assert who is not None
+    response = json_ok({"user": user.public(), "csrf_token": who.csrf_token}, status=201)
+    set_session_cookie(request, response, session_id)
+    return response
+
+
+async def registration(request: web.Request) -> web.Response:
+    return json_ok({"registration": request.app[SIGNUPS].registration})
+
+
+def _admin_name(request: web.Request) -> str:
+    who = require_admin(request)
+    return who.user.name if who.user is not None else "node admin"
+
+
+async def create_invite(request: web.Request) -> web.Response:
+    code, invite = await request.app[SIGNUPS].create_invite(_admin_name(request))
+    return json_ok({"code": code, "invite": invite.public()}, status=201)
+
+
+async def list_invites(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_ok({"invites": [i.public() for i in await request.app[SIGNUPS].list_invites()]})
+
+
+async def revoke_invite(request: web.Request) -> web.Response:
+    require_admin(request)
+    invite_id = parse_int(request.match_info["id"])
+    if invite_id is None:
+        raise NotFound("an invite id is a positive integer")
+    await request.app[SIGNUPS].revoke_invite(invite_id)
+    return json_ok({"revoked": invite_id})
+
+
 async def logout(request: web.Request) -> web.Response:
     response = json_ok({"ok": True})
     await end_session(request, response)
@@ -251,6 +298,11 @@ async def revoke_token(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/auth/login", login)
     app.router.add_post("/api/auth/logout", logout)
+    app.router.add_post("/api/auth/signup", signup)
+    app.router.add_get("/api/auth/registration", registration)
+    app.router.add_post("/api/admin/invites", create_invite)
+    app.router.add_get("/api/admin/invites", list_invites)
+    app.router.add_delete("/api/admin/invites/{id}", revoke_invite)
     app.router.add_get("/api/auth/me", me)
     app.router.add_post("/api/auth/rotate-key", rotate_key)
     app.router.add_get("/api/admin/users", list_users)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.accounts.passwords import (
     MAX_PASSWORD,
@@ -85,20 +87,30 @@ class AccountService:
 
     # --- users ----------------------------------------------------------------------
 
-    async def add_user(self, name: str, password: str, role: str = "member") -> User:
-        """Create a user, their author key (and pre-committed next key), and their profile."""
+    async def add_user(
+        self,
+        name: str,
+        password: str,
+        role: str = "member",
+        claim: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> User:
+        """Create a user, their author key (and pre-committed next key), and their profile.
+        A name differing from an existing one only in case is taken (no look-alikes).
+        ``claim``: run in the same transaction first (a sign-up's invite), may refuse."""
         check_username(name)
         check_password(password)
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
-        if await self._find(name) is not None:
+        if await self._name_taken(name):
             raise Conflict(f"user {name!r} exists already")
         key = SigningKey.generate()
         password_hash = await self.hasher.hash(password)
         profile = self._profile(key, name, self._save_keys(key))
         self.log.types.check_body(profile)
         async with self.db.write() as conn:
-            if await conn.scalar(sa.select(users.c.id).where(users.c.name == name)) is not None:
+            if claim is not None:
+                await claim(conn)
+            if await self._name_taken(name, conn):
                 raise Conflict(f"user {name!r} exists already")
             await conn.execute(
                 users.insert().values(
@@ -107,6 +119,13 @@ class AccountService:
             )
             await self.log.append_in(conn, profile)
         return await self.get_user(name)
+
+    async def _name_taken(self, name: str, conn: AsyncConnection | None = None) -> bool:
+        query = sa.select(users.c.id).where(sa.func.lower(users.c.name) == name.lower()).limit(1)
+        if conn is not None:
+            return await conn.scalar(query) is not None
+        async with self.db.read() as reading:
+            return await reading.scalar(query) is not None
 
     def _save_keys(self, key: SigningKey) -> SigningKey:
         """Save ``key`` and a fresh next key it commits to; return the next key."""
@@ -272,6 +291,10 @@ class AccountService:
                 self.throttle.failed(name, address)
                 raise Unauthorized("wrong username or password")
             self.throttle.succeeded(name, address)
+        return await self.start_session(row.id), _user(row)
+
+    async def start_session(self, user_id: int) -> str:
+        """A new web session for the user (after a login or a sign-up): its id."""
         session_id = secrets.token_urlsafe(32)
         now = now_ms()
         async with self.db.write() as conn:
@@ -279,12 +302,12 @@ class AccountService:
             await conn.execute(
                 sessions.insert().values(
                     token_hash=token_digest(session_id),
-                    user_id=row.id,
+                    user_id=user_id,
                     csrf_token=secrets.token_urlsafe(24),
                     expires=now + self.session_ms,
                 )
             )
-        return session_id, _user(row)
+        return session_id
 
     async def session(self, session_id: str) -> Principal | None:
         async with self.db.read() as conn:

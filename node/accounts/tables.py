@@ -42,3 +42,17 @@ sessions = sa.Table(
     sa.Column("csrf_token", sa.String(64), nullable=False),
     sa.Column("expires", sa.BigInteger, nullable=False),
 )
+
+# Invite codes for sign-up when accounts.registration is "invite": one account each, until
+# it expires. Only a digest of the code is kept (it is shown once, to the admin who made it).
+invites = sa.Table(
+    "invites",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("code_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(64), nullable=False),  # a user's name, or "node admin"
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("expires", sa.BigInteger, nullable=False),  # unix ms
+    sa.Column("used_by", sa.String(32), nullable=True),  # the account it made
+    sa.Column("used_at", sa.BigInteger, nullable=True),
+)
