@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -79,13 +79,11 @@ async def signup(request: web.Request) -> web.StreamResponse:
             client_key(request),
         )
     except CivitasError as exc:
-        answer = _signup_page(request, status=exc.status, error=exc.message, next=target, **fields)
-        if isinstance(exc, TooManyRequests):
-            answer.headers["Retry-After"] = str(exc.retry_after_s)
-        return answer
-    response = web.HTTPSeeOther(target)
-    set_session_cookie(request, response, session_id)
-    raise response
+        form_page = _signup_page(
+            request, status=exc.status, error=exc.message, next=target, **fields
+        )
+        return _refused(form_page, exc)
+    _logged_in(request, session_id, target)
 
 
 @page
@@ -108,9 +106,19 @@ async def login(request: web.Request) -> web.StreamResponse:
             error=exc.message,
             registration=request.app[SIGNUPS].registration,
         )
-        if isinstance(exc, TooManyRequests):
-            answer.headers["Retry-After"] = str(exc.retry_after_s)
-        return answer
+        return _refused(answer, exc)
+    _logged_in(request, session_id, target)
+
+
+def _refused(form_page: web.Response, exc: CivitasError) -> web.Response:
+    """The form again, with the error; a 429 says when to try again."""
+    if isinstance(exc, TooManyRequests):
+        form_page.headers["Retry-After"] = str(exc.retry_after_s)
+    return form_page
+
+
+def _logged_in(request: web.Request, session_id: str, target: str) -> NoReturn:
+    """Set the new session's cookie and send the browser on to ``target``."""
     response = web.HTTPSeeOther(target)
     set_session_cookie(request, response, session_id)
     raise response

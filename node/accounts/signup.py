@@ -99,26 +99,14 @@ class SignUps:
             raise BadRequest("'invite' is an invite code")
         digest = token_digest(code.strip())
         async with self.accounts.db.read() as conn:
-            usable = await conn.scalar(
-                sa.select(invites.c.id).where(
-                    invites.c.code_hash == digest,
-                    invites.c.used_by.is_(None),
-                    invites.c.expires > now_ms(),
-                )
-            )
+            usable = await conn.scalar(sa.select(invites.c.id).where(_usable(digest, now_ms())))
         if usable is None:
             raise Forbidden(INVITE_REFUSED)
 
         async def claim(conn: AsyncConnection) -> None:
             now = now_ms()
             spent = await conn.execute(
-                invites.update()
-                .where(
-                    invites.c.code_hash == digest,
-                    invites.c.used_by.is_(None),
-                    invites.c.expires > now,
-                )
-                .values(used_by=name, used_at=now)
+                invites.update().where(_usable(digest, now)).values(used_by=name, used_at=now)
             )
             if spent.rowcount != 1:
                 raise Forbidden(INVITE_REFUSED)
@@ -130,20 +118,18 @@ class SignUps:
     async def create_invite(self, created_by: str) -> tuple[str, Invite]:
         """A new invite code (shown once) and its row."""
         code = INVITE_PREFIX + secrets.token_urlsafe(24)
-        now = now_ms()
+        digest, now = token_digest(code), now_ms()
         async with self.accounts.db.write() as conn:
             await conn.execute(
                 invites.insert().values(
-                    code_hash=token_digest(code),
+                    code_hash=digest,
                     created_by=created_by[:64],
                     created=now,
                     expires=now + self.invite_ms,
                 )
             )
             row = (
-                await conn.execute(
-                    sa.select(invites).where(invites.c.code_hash == token_digest(code))
-                )
+                await conn.execute(sa.select(invites).where(invites.c.code_hash == digest))
             ).one()
         return code, _invite(row)
 
@@ -161,6 +147,13 @@ class SignUps:
             if row.used_by is not None:
                 raise BadRequest(f"invite {invite_id} was used already (by {row.used_by})")
             await conn.execute(invites.delete().where(invites.c.id == invite_id))
+
+
+def _usable(digest: bytes, now: int) -> Any:
+    """The invite with this code's digest, while unused and unexpired."""
+    return sa.and_(
+        invites.c.code_hash == digest, invites.c.used_by.is_(None), invites.c.expires > now
+    )
 
 
 def _invite(row: Any) -> Invite:

@@ -12,18 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.accounts.throttle import LoginThrottle
 from node.app import Node, create_app
 from node.http import CSRF_HEADER
+from tests.security.test_accounts_login import Clock
 
 PASSWORD = "correct horse battery"
-
-
-class Clock:
-    """Time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from node.app import Node
 from node.http import SESSION_COOKIE
 from tests.catalog.conftest import lora_file
 from tests.compute.conftest import PASSWORD, Version
+from tests.security.test_ingest_slots_per_account import _until
 
 BOUND_S = 15  # only so a broken server fails the test instead of hanging it
 BIG = 100_000_000  # the length every held upload declares
@@ -60,6 +60,16 @@ async def _send(client: TestClient, path: str, headers: dict[str, str], body: by
     return reader, writer
 
 
+async def _still_publishes(client: TestClient, node: Node, member: User, tmp_path: Path) -> None:
+    """Another member's upload goes through while the slots above are held."""
+    ok = await client.post(
+        "/api/models",
+        data=_model_form(lora_file(tmp_path / "b.safetensors", 1), "legit"),
+        headers=await _bearer(node, member),
+    )
+    assert ok.status == 201, await ok.text()
+
+
 async def _answer(conn: Conn) -> tuple[bytes, bytes]:
     """The status line and the first bytes after it, while the body is still unsent."""
     reader, _ = conn
@@ -67,15 +77,6 @@ async def _answer(conn: Conn) -> tuple[bytes, bytes]:
         status = await reader.readline()
         rest = await reader.read(8192)
     return status, rest
-
-
-async def _until(done: Callable[[], bool]) -> None:
-    """Wait (bounded) until ``done()``: the slots count is plain state, with no event."""
-    async with asyncio.timeout(BOUND_S):
-        while True:
-            if done():
-                return
-            await asyncio.sleep(0.02)
 
 
 def _close(conns: list[Conn]) -> None:
@@ -133,12 +134,7 @@ async def test_anonymous_publish_forms_hold_no_slot(
         for conn in held:
             status, _ = await _answer(conn)
             assert status.startswith(b"HTTP/1.1 401"), status
-        ok = await client.post(
-            "/api/models",
-            data=_model_form(lora_file(tmp_path / "b.safetensors", 1), "legit"),
-            headers=await _bearer(node, bob),
-        )
-        assert ok.status == 201, await ok.text()
+        await _still_publishes(client, node, bob, tmp_path)
     finally:
         _close(held)
 
@@ -157,12 +153,7 @@ async def test_a_members_publish_forms_count_against_their_share(
         held.append(one_more)
         status, _ = await _answer(one_more)
         assert status.startswith(b"HTTP/1.1 429"), status
-        ok = await client.post(
-            "/api/models",
-            data=_model_form(lora_file(tmp_path / "b.safetensors", 1), "legit"),
-            headers=await _bearer(node, bob),
-        )
-        assert ok.status == 201, await ok.text()
+        await _still_publishes(client, node, bob, tmp_path)
     finally:
         _close(held)
 
