@@ -102,6 +102,19 @@ def refused(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr
 
 
+def http_post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST a JSON document with no credentials; (status, decoded body)."""
+    assert url.startswith("http://127.0.0.1:"), url
+    request = urllib.request.Request(  # noqa: S310 (http to 127.0.0.1)
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with _HTTP.open(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
 def http_get(url: str, token: str | None = None) -> tuple[int, Any]:
     """GET a JSON document; (status, decoded body)."""
     assert url.startswith("http://127.0.0.1:"), url
@@ -288,6 +301,9 @@ COMMANDS = [
     ("user", "add"),
     ("user", "list"),
     ("token", "create"),
+    ("invite", "create"),
+    ("invite", "list"),
+    ("invite", "revoke"),
     ("keys", "export"),
     ("keys", "import"),
     ("keys", "rotate"),
@@ -421,6 +437,51 @@ def test_users_and_tokens_go_through_the_running_node(served: Server) -> None:
     assert me["user"]["role"] == "admin"
 
     assert user_lines(home)["alice"] == ("admin", did)
+
+
+def invite_lines(home: Path) -> dict[int, list[str]]:
+    """``civitas invite list`` as {id: [made by, made, expires, use]}."""
+    out = ok(civitas(home, "invite", "list"))
+    return {int(line.split("\t")[0]): line.split("\t")[1:] for line in out.splitlines()}
+
+
+def test_invites_go_through_the_running_node(served: Server) -> None:
+    home = served.home
+    result = civitas(home, "invite", "create")
+    code = ok(result).strip()
+    assert code.startswith("cvi_"), code
+    assert "valid until" in result.stderr
+    assert any(
+        "method=POST" in line and "path=/api/admin/invites " in line and "status=201" in line
+        for line in served.stderr().splitlines()
+    ), served.stderr()
+    made = [i for i, (by, *_rest) in invite_lines(home).items() if by == "node admin"]
+    assert made, invite_lines(home)
+    invite_id = max(made)
+    assert invite_lines(home)[invite_id][-1] == "unused"
+
+    assert f"revoked invite {invite_id}" in ok(civitas(home, "invite", "revoke", str(invite_id)))
+    assert invite_id not in invite_lines(home)
+    err = refused(civitas(home, "invite", "revoke", str(invite_id)))
+    assert f"no invite {invite_id}" in err
+
+
+def test_an_invite_made_offline_lets_one_person_sign_up(home: Path, tmp_path: Path) -> None:
+    code = ok(civitas(home, "invite", "create")).strip()
+    (invite_id, (by, _made, _expires, use)), *others = invite_lines(home).items()
+    assert (by, use, others) == ("cli", "unused", [])
+    env = cli_env(CIVITAS_ACCOUNTS_REGISTRATION="invite")
+    with serving(home, tmp_path / "serve.err", env=env) as server:
+        form = {"username": "carol", "password": PASSWORD, "invite": code}
+        status, body = http_post(server.url + "/api/auth/signup", form)
+        assert status == 201, body
+        assert body["user"]["name"] == "carol"
+        status, body = http_post(server.url + "/api/auth/signup", {**form, "username": "dave"})
+        assert status == 403, body
+        assert "invite" in body["message"]
+    assert invite_lines(home)[invite_id][-1] == "used by carol"
+    assert "carol" in user_lines(home)
+    assert refused(civitas(home, "invite", "revoke", str(invite_id)))
 
 
 @pytest.mark.parametrize("command", ["reindex", "migrate"])

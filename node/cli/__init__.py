@@ -169,12 +169,14 @@ from node.cli.backup import backup, restore  # noqa: E402
 from node.cli.catalog import publish, search  # noqa: E402
 from node.cli.compute import worker  # noqa: E402
 from node.cli.files import files  # noqa: E402
+from node.cli.invites import invite  # noqa: E402
 from node.cli.peers import author, peer, sync  # noqa: E402
 from node.cli.takedown import takedown  # noqa: E402
 from node.cli.torrents import fetch, seed, torrents  # noqa: E402
 
 main.add_command(user)
 main.add_command(token)
+main.add_command(invite)
 main.add_command(keys)
 main.add_command(publish)
 main.add_command(search)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from node.cli.common import Context, handle_errors, pass_ctx, run, with_node
+from node.cli.common import Context, handle_errors, pass_ctx, run, utc_time, with_node
 from node.client import NodeClient
 from node.errors import BadRequest
 from node.p2p.keys import load_key, save_key, write_private_file
@@ -101,9 +100,9 @@ def token_list(ctx: Context, name: str) -> None:
     else:
         rows = with_node(ctx, lambda node: node.accounts.list_tokens(name))
     for t in rows:
-        expires = _when(t["expires"]) if t["expires"] else "never"
+        expires = utc_time(t["expires"]) if t["expires"] else "never"
         state = "\texpired" if t["expired"] else ""
-        click.echo(f"{t['id']}\t{t['label']}\t{_when(t['created'])}\t{expires}{state}")
+        click.echo(f"{t['id']}\t{t['label']}\t{utc_time(t['created'])}\t{expires}{state}")
 
 
 @token.command("revoke")
@@ -118,10 +117,6 @@ def token_revoke(ctx: Context, name: str, token_id: int) -> None:
     else:
         with_node(ctx, lambda node: node.accounts.revoke_token(name, token_id))
     click.echo(f"revoked token {token_id} of {name}")
-
-
-def _when(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
 @click.group()

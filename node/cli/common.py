@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
@@ -38,6 +39,11 @@ def handle_errors(fn: Callable[..., T]) -> Callable[..., T]:
             raise AssertionError("unreachable") from exc
 
     return wrapper
+
+
+def utc_time(ms: int) -> str:
+    """A time in milliseconds since the epoch, as the CLI prints it."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
 def run(coro: Awaitable[T]) -> T:
