@@ -342,11 +342,35 @@ class TrustedProxies:
         for hop in reversed(hops):
             if address not in self:
                 break
-            try:
-                address = str(ipaddress.ip_address(hop))
-            except ValueError:
+            hop_address = _hop_address(hop)
+            if hop_address is None:
                 break
+            address = hop_address
         return address
+
+
+# A hop some proxies write with the client's port: 1.2.3.4:5678, [2001:db8::1]:443, [::1].
+_HOP_WITH_PORT = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\](?::(?P<port6>[0-9]{1,5}))?"
+    r"|(?P<v4>[0-9.]+):(?P<port4>[0-9]{1,5}))"
+)
+
+
+def _hop_address(hop: str) -> str | None:
+    """An ``X-Forwarded-For`` hop's address, with or without a port; None if not one."""
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        pass
+    match = _HOP_WITH_PORT.fullmatch(hop)
+    if match is None or int(match["port6"] or match["port4"] or 0) > 65535:
+        return None
+    try:
+        if match["v6"] is not None:
+            return str(ipaddress.IPv6Address(match["v6"]))
+        return str(ipaddress.IPv4Address(match["v4"]))
+    except ValueError:
+        return None
 
 
 def client_address(request: web.Request) -> str:
