@@ -952,11 +952,34 @@ CIVITAI_SCHEMAS: dict[str, Any] = {
 }
 
 
+ATOM_FEED = "application/atom+xml"
+NSFW = ("nsfw", "query", "boolean")  # feeds: R and X models too
+FEEDS: dict[str, dict[str, Any]] = {
+    "/feeds/new.atom": {
+        "get": _op("Atom feed: the newest 50 models", params=_params(NSFW), content=ATOM_FEED)
+    },
+    "/feeds/tags/{tag}.atom": {
+        "get": _op(
+            "Atom feed: the newest 50 models with a tag",
+            params=_params(("tag", "path", "string"), NSFW),
+            content=ATOM_FEED,
+        )
+    },
+    "/feeds/creators/{name}.atom": {
+        "get": _op(
+            "Atom feed: a creator's newest 50 models (404: no such creator)",
+            params=_params(("name", "path", "string"), NSFW),
+            content=ATOM_FEED,
+        )
+    },
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Civitas node API", "version": __version__},
-        "paths": {**PATHS, **MODERATION, **PAGES},
+        "paths": {**PATHS, **MODERATION, **PAGES, **FEEDS},
         "components": {
             "schemas": {
                 **CIVITAI_SCHEMAS,

@@ -16,6 +16,7 @@ from aiohttp import BodyPartReader, web
 from multidict import MultiDict, MultiDictProxy
 
 from node.accounts.routes import FORM_FIELD, PENDING_SESSION, check_form_token
+from node.catalog import feeds
 from node.catalog.detect import BASE_MODELS
 from node.catalog.genmeta import format_a1111
 from node.catalog.routes import CATALOG, UPLOAD_CHUNK, int_id, read_preview
@@ -92,7 +93,9 @@ def card(model: dict[str, Any]) -> dict[str, Any]:
 # --- browsing ---------------------------------------------------------------------------
 
 
-async def _listing(request: web.Request, heading: str, username: str | None = None) -> web.Response:
+async def _listing(
+    request: web.Request, heading: str, username: str | None = None, feed: str | None = None
+) -> web.Response:
     q = request.query
     shown = shown_ratings(request)
     sort = q.get("sort", "newest")
@@ -120,6 +123,7 @@ async def _listing(request: web.Request, heading: str, username: str | None = No
         sorts=SORT_LABELS,
         next_url=f"{request.path}?{urlencode({**params, 'cursor': cursor})}" if cursor else None,
         first_url=f"{request.path}?{urlencode(params)}" if query.cursor else None,
+        feed_url=feed,
         **FORM_CHOICES,
     )
 
@@ -127,13 +131,16 @@ async def _listing(request: web.Request, heading: str, username: str | None = No
 @page
 async def browse(request: web.Request) -> web.StreamResponse:
     tag = request.query.get("tag")
-    return await _listing(request, f"Models tagged “{tag}”" if tag else "Models")
+    heading = f"Models tagged “{tag}”" if tag else "Models"
+    return await _listing(request, heading, feed=feeds.feed_url(tag=tag or None))
 
 
 @page
 async def creator(request: web.Request) -> web.StreamResponse:
     name = request.match_info["username"]
-    return await _listing(request, f"Models by {name}", username=name)
+    return await _listing(
+        request, f"Models by {name}", username=name, feed=feeds.feed_url(creator=name)
+    )
 
 
 @page
@@ -393,3 +400,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/images/{sha256}", image_page)
     r.add_get("/publish", publish_form)
     r.add_post("/publish", publish)
+    feeds.add_routes(app)
