@@ -337,8 +337,8 @@ def _quote(name: str) -> str:
 async def image(request: web.Request) -> web.StreamResponse:
     catalog = request.app[CATALOG]
     sha256 = request.match_info["sha256"].upper()
-    row = await catalog.views.image_by_sha(sha256)
-    path = await catalog.store.local_path(sha256) if row else None
+    row = await catalog.views.image_by_sha(sha256)  # a shown image, not a model file
+    path = await catalog.store.public_path(sha256) if row else None
     if row is None or path is None:
         raise NotFound("no such image")
     headers = {"Cache-Control": "public, max-age=31536000, immutable"}

@@ -23,6 +23,7 @@ from node.catalog.civitai import image_columns, post_id, supports_generation, wi
 from node.catalog.claims import claims, disputes, winners_by_sha256
 from node.catalog.image_search import ImageQuery, image_statement, next_cursor
 from node.catalog.names import dids_named, usernames
+from node.catalog.needed_files import image_shown
 from node.catalog.tables import (
     file_details,
     image_resources,
@@ -151,7 +152,7 @@ class CatalogViews:
             return out
         rows = await conn.execute(
             with_version(sa.select(*image_columns()))
-            .where(images.c.version_id.in_(version_ids))
+            .where(images.c.version_id.in_(version_ids), image_shown())
             .order_by(images.c.created, images.c.id)
         )
         for row in rows:
@@ -505,10 +506,14 @@ class CatalogViews:
             )
 
     async def image_by_sha(self, sha256: str) -> Any | None:
+        """A shown image with this file (see :func:`image_shown`), or None."""
         async with self.db.read() as conn:
             return (
                 await conn.execute(
-                    sa.select(images).where(images.c.sha256 == sha256.upper()).limit(1)
+                    sa.select(images)
+                    .where(images.c.sha256 == sha256.upper(), image_shown())
+                    .order_by(images.c.created, images.c.id)
+                    .limit(1)
                 )
             ).first()
 
@@ -528,7 +533,8 @@ class CatalogViews:
             row = (
                 await conn.execute(
                     with_version(sa.select(*image_columns()))
-                    .where(images.c.sha256 == sha256.upper())
+                    .where(images.c.sha256 == sha256.upper(), image_shown())
+                    .order_by(images.c.created, images.c.id)
                     .limit(1)
                 )
             ).first()
@@ -613,12 +619,12 @@ class CatalogViews:
     async def image_list(
         self, q: ImageQuery, username: str | None, with_meta: bool
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of images (see :mod:`node.catalog.image_search`) and, when more
-        follow, the cursor of the next page."""
+        """One page of shown images (see :mod:`node.catalog.image_search` and
+        :func:`image_shown`) and, when more follow, the cursor of the next page."""
         async with self.db.read() as conn:
             if username is not None:  # a local name, or name@node
                 q.authors = await dids_named(conn, username)
-            rows = (await conn.execute(image_statement(q))).all()
+            rows = (await conn.execute(image_statement(q).where(image_shown()))).all()
             names = await usernames(conn, list({r.author for r in rows}))
             resources = await self.resources(conn, [r.id for r in rows])
         out = []
