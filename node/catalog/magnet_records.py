@@ -22,7 +22,7 @@ import aiohttp
 import sqlalchemy as sa
 from aiohttp import web
 
-from node.catalog.tables import model_revisions, model_versions, version_files
+from node.catalog.tables import model_revisions, model_versions, shown_versions, version_files
 from node.db import Database
 from node.errors import BadRequest, CivitasError, NotFound, RecordError
 from node.p2p.federation import wire
@@ -44,12 +44,17 @@ MAX_SOURCES = 4  # source nodes asked per magnet
 
 
 async def records_for_infohash(db: Database, record_log: RecordLog, infohash: str) -> list[bytes]:
-    """The visible records a node needs to show the version that names this torrent."""
+    """The visible records a node needs to show the version that names this torrent:
+    a shown one (its model not withdrawn), else none."""
     async with db.read() as conn:
         version = (
             await conn.execute(
                 sa.select(model_versions.c.id, model_versions.c.model_root, model_versions.c.author)
-                .join(version_files, version_files.c.version_id == model_versions.c.id)
+                .select_from(
+                    version_files.join(
+                        shown_versions, model_versions.c.id == version_files.c.version_id
+                    )
+                )
                 .where(version_files.c.infohash == infohash.lower())
                 .limit(1)
             )
