@@ -11,6 +11,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from node.accounts.login_addresses import LoginAddresses
 from node.accounts.passwords import (
     MAX_PASSWORD,
     MIN_PASSWORD,
@@ -84,6 +85,7 @@ class AccountService:
         self.session_ms = session_hours * 3600 * 1000
         self.hasher = hasher or PasswordHasher()
         self.throttle = throttle or LoginThrottle()
+        self.login_addresses = LoginAddresses(db)
 
     # --- users ----------------------------------------------------------------------
 
@@ -283,14 +285,19 @@ class AccountService:
             raise Unauthorized("wrong username or password")  # no such name can exist
         if not isinstance(password, str) or len(password) > MAX_PASSWORD:
             raise Unauthorized("wrong username or password")
+        known = self.throttle.known(name, address)
+        if not known and await self.login_addresses.known(name, address):
+            self.throttle.remember(name, address)  # from before a restart
+            known = True
         async with self.throttle.attempt(name, address):
             async with self.db.read() as conn:
                 row = (await conn.execute(sa.select(users).where(users.c.name == name))).first()
             stored = row.password_hash if row is not None else _DUMMY_HASH
-            if not await self.hasher.verify(password, stored) or row is None:
+            if not await self.hasher.verify(password, stored, known=known) or row is None:
                 self.throttle.failed(name, address)
                 raise Unauthorized("wrong username or password")
             self.throttle.succeeded(name, address)
+        await self.login_addresses.remember(row.id, address)
         return await self.start_session(row.id), _user(row)
 
     async def start_session(self, user_id: int) -> str:

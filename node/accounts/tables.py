@@ -1,4 +1,4 @@
-"""Tables owned by accounts: users, API tokens, web sessions."""
+"""Tables owned by accounts: users, API tokens, web sessions, invites, login addresses."""
 
 from __future__ import annotations
 
@@ -55,4 +55,20 @@ invites = sa.Table(
     sa.Column("expires", sa.BigInteger, nullable=False),  # unix ms
     sa.Column("used_by", sa.String(32), nullable=True),  # the account it made
     sa.Column("used_at", sa.BigInteger, nullable=True),
+)
+
+# The client addresses (node.ratelimit.address_key: an IPv6 client's /64) each account has
+# logged in from, so that its owner stays known to the login throttle across restarts.
+# Bounded: node.accounts.login_addresses keeps an account's most recently used ones.
+login_addresses = sa.Table(
+    "login_addresses",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.BigInteger,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("address", sa.String(64), primary_key=True),
+    sa.Column("last_login", sa.BigInteger, nullable=False),  # unix ms
 )

@@ -8,8 +8,10 @@ A wrong password counts against three keys, each with growing waits past a few f
 - the address (``per_address``): one address guessing at many accounts;
 - the account from addresses that never logged into it (``per_account_overall``): many
   addresses guessing one password. An address that has logged into the account before
-  (in this process's memory) is let through this one, so a crowd of guessers elsewhere
-  slows down only other strangers, not the owner at home.
+  is let through this one, so a crowd of guessers elsewhere slows down only other
+  strangers, not the owner at home. The throttle remembers such addresses in memory; the
+  account service also keeps them in the database (:mod:`node.accounts.login_addresses`)
+  and tells the throttle again after a restart.
 
 Addresses are keyed by :func:`node.ratelimit.address_key` (an IPv6 client by its /64).
 While a key waits, every login it covers is answered 429 with ``Retry-After`` without
@@ -89,8 +91,13 @@ class LoginThrottle:
         the account from now on. The address's own count does not start again (one working
         account must not reset an address that guesses at others), nor does the account's
         count from strangers (the owner logging in must not give guessers a fresh start)."""
+        self.pairs.reset((name, address_key(address or "")))
+        self.remember(name, address)
+
+    def remember(self, name: str, address: str | None) -> None:
+        """Know ``address`` as one that logged into account ``name`` (as after a login; the
+        service calls this for addresses its database remembers from before a restart)."""
         key = address_key(address or "")
-        self.pairs.reset((name, key))
         if key:
             self._known[(name, key)] = None
             self._known.move_to_end((name, key))
