@@ -41,6 +41,10 @@ SESSION_ONLY = (
     "an API token cannot create, list or revoke API tokens: use a logged-in browser "
     "session (the /account/tokens page) or the node's admin token (civitas token)"
 )
+ACCOUNTS_SESSION_ONLY = (
+    "an API token cannot create accounts or make or delete invite codes: use a logged-in "
+    "browser session or the node's admin token (civitas user add, civitas invite)"
+)
 # Logging in replaces whatever session the browser had, so it needs no CSRF token of one.
 CSRF_EXEMPT = frozenset({"/api/auth/login", "/login"})
 QUERY_TOKEN_PATHS = ("/api/v1/", "/api/download/")
@@ -87,15 +91,23 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
     return auth_middleware
 
 
-def require_session(request: web.Request) -> Principal:
+def require_session(request: web.Request, refusal: str = SESSION_ONLY) -> Principal:
     """The requester, if they are a logged-in browser session (whose changes carry its
-    CSRF token) or the node's admin token; 403 for an API token. Managing API tokens is
-    kept from tokens themselves: a stolen one could otherwise mint itself a successor that
-    never expires, or revoke its owner's other tokens."""
+    CSRF token) or the node's admin token; 403 for an API token. Managing API tokens and
+    accounts is kept from tokens themselves: a stolen one could otherwise mint itself a
+    successor that never expires, revoke its owner's other tokens, or (an admin's) create
+    admin accounts of its own."""
     who = require_user(request)
     if not who.node_admin and request.get(CREDENTIAL) != SESSION:
-        raise Forbidden(SESSION_ONLY)
+        raise Forbidden(refusal)
     return who
+
+
+def require_admin_session(request: web.Request) -> Principal:
+    """An admin in a browser session, or the node's admin token: who may create accounts
+    and invite codes (see :func:`require_session`)."""
+    require_admin(request)
+    return require_session(request, ACCOUNTS_SESSION_ONLY)
 
 
 def _query_token_allowed(request: web.Request) -> bool:
@@ -200,7 +212,7 @@ async def registration(request: web.Request) -> web.Response:
 
 
 def _admin_name(request: web.Request) -> str:
-    who = require_admin(request)
+    who = require_admin_session(request)
     return who.user.name if who.user is not None else "node admin"
 
 
@@ -215,7 +227,7 @@ async def list_invites(request: web.Request) -> web.Response:
 
 
 async def revoke_invite(request: web.Request) -> web.Response:
-    require_admin(request)
+    require_admin_session(request)
     invite_id = parse_int(request.match_info["id"])
     if invite_id is None:
         raise NotFound("an invite id is a positive integer")
@@ -255,7 +267,7 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def add_user(request: web.Request) -> web.Response:
-    require_admin(request)
+    require_admin_session(request)
     data = await read_json(request)
     user = await request.app[ACCOUNTS].add_user(
         field(data, "name"), field(data, "password"), field(data, "role", default="member")
