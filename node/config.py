@@ -177,7 +177,11 @@ class AuthSection:
         2, "Password hashes computed at once (each in a thread, off the event loop).", _positive
     )
     login_queue: int = setting(
-        32, "Logins that may wait for a hashing thread; more are answered 429.", _positive
+        32,
+        "Logins that may wait for a hashing thread; more are answered 429. Logins from "
+        "addresses that logged into the account before wait in a queue of their own, as "
+        "large and served first, so strangers cannot fill it.",
+        _positive,
     )
 
 

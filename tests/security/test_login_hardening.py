@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from node.accounts.passwords import PasswordHasher
+from node.accounts.passwords import PasswordHasher, hash_password
 from node.accounts.throttle import LoginThrottle
 from node.app import Node, build_node, create_app
+from node.errors import TooManyRequests
 
 PASSWORD = "correct horse battery"
 HOME = "198.51.100.20"
@@ -128,3 +129,27 @@ async def test_a_flood_of_strangers_does_not_refuse_the_owner(
         await asyncio.gather(*flood)
     assert owner == [200] * 6
     assert refused > 0  # strangers were bounded, not the owner
+
+
+async def test_a_known_login_goes_before_queued_strangers() -> None:
+    hasher = PasswordHasher(concurrency=1, queue=2)
+    stored = hash_password(PASSWORD)
+    done: list[str] = []
+
+    async def check(tag: str, known: bool) -> None:
+        await hasher.verify("wrong password", stored, known=known)
+        done.append(tag)
+
+    first = asyncio.create_task(check("first", False))
+    await asyncio.sleep(0)  # it has the thread
+    strangers = [asyncio.create_task(check(f"s{i}", False)) for i in range(2)]
+    await asyncio.sleep(0)  # they queue
+    with pytest.raises(TooManyRequests):  # the strangers' queue is full ...
+        await hasher.verify("wrong password", stored)
+    owner = asyncio.create_task(check("owner", True))  # ... the owner's is not
+    await asyncio.sleep(0)
+    strangers[0].cancel()  # one gives up waiting: its place is freed
+    await asyncio.gather(first, strangers[1], owner)
+    assert done == ["first", "owner", "s1"]
+    assert hasher.waiting == 0
+    assert await hasher.verify(PASSWORD, stored)
