@@ -1,6 +1,6 @@
 """Federation sync: a full pull between live nodes, against raw Ed25519 verification.
 
-Usage: .venv/bin/python bench/sync.py [--records 100000] [--line 5] [--keep-dir]
+Usage: .venv/bin/python bench/sync.py [--records 100000] [--mix] [--line 5] [--keep-dir]
        [--budget-s 270]
 
 In one run, on this machine:
@@ -9,7 +9,9 @@ In one run, on this machine:
       decoded, key object built each time) and ``verify_record`` on the records below,
       both without any I/O
   (b) node A, a real node (SQLite in a temp dir, HTTP on 127.0.0.1, no BitTorrent),
-      loaded with N signed ``profile`` records from 1000 authors through
+      loaded with N signed ``profile`` records from 1000 authors (--mix: a realistic mix,
+      each author's profile, then per model 1 ``model``, 2 ``model_version`` and 6
+      ``image`` records) through
       ``RecordLog.accept_verified`` in batches of 1000 (fewer if loading and pulling all N
       would take more than --budget-s at the rate loading runs: the largest N that fits is
       measured, and the requested N extrapolated, marked as such; --budget-s 0 measures
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import os
 import random
@@ -251,6 +254,77 @@ class Profiles:
         ]
 
 
+class Mix:
+    """A realistic mix: each author's ``profile`` first, then per model one ``model``
+    record, two ``model_version`` records (one file each) and three ``image`` records per
+    version (9 catalog records per model), round-robin over the authors, in the past."""
+
+    def __init__(self, count: int, authors: int, seed: int = 1) -> None:
+        rng = random.Random(seed)
+        self.keys = [SigningKey.from_seed(rng.randbytes(32)) for _ in range(authors)]
+        self.start = now_ms() - count - 60_000
+        self.made: list[Record] = []
+        self.model = self.version = b""
+
+    def _sha(self, label: str) -> bytes:
+        return hashlib.sha256(label.encode()).digest()
+
+    def _next(self, i: int) -> Record:
+        n = len(self.keys)
+        created = self.start + i
+        if i < n:
+            return sign_record(self.keys[i], "profile", {"name": f"author {i}"}, created=created)
+        j = i - n
+        unit, slot = divmod(j, 9)
+        key = self.keys[unit % n]
+        if slot == 0:
+            body: dict[str, Any] = {
+                "name": f"model {unit}",
+                "type": "LORA",
+                "description": f"bench model {unit} by author {unit % n}",
+                "tags": ["bench", f"tag{unit % 50}", f"style{unit % 7}"],
+            }
+            record = sign_record(key, "model", body, created=created)
+            self.model = record.id
+        elif slot in (1, 5):
+            file_sha = self._sha(f"file {unit} {slot}")
+            body = {
+                "model": self.model,
+                "name": f"v{1 + slot // 5}",
+                "base_model": "SD 1.5",
+                "trained_words": [f"word{unit}"],
+                "files": [
+                    {
+                        "name": f"model{unit}.safetensors",
+                        "size": 1234 + unit,
+                        "sha256": file_sha,
+                        "blake3": self._sha(f"blake3 {unit} {slot}"),
+                        "crc32": file_sha[:4],
+                        "format": "SafeTensor",
+                    }
+                ],
+            }
+            record = sign_record(key, "model_version", body, created=created)
+            self.version = record.id
+        else:
+            body = {
+                "sha256": self._sha(f"image {unit} {slot}"),
+                "width": 512,
+                "height": 768,
+                "size": 100_000,
+                "mime": "image/png",
+                "model_version": self.version,
+                "meta": {"prompt": f"bench image {unit} {slot}", "steps": 20},
+            }
+            record = sign_record(key, "image", body, created=created)
+        return record
+
+    def make(self, first: int, count: int) -> list[Record]:
+        while len(self.made) < first + count:
+            self.made.append(self._next(len(self.made)))
+        return self.made[first : first + count]
+
+
 async def statement_cost(db: Database, path: Path, n: int = 1000) -> tuple[float, float]:
     """Seconds per indexed SELECT by id: through the node's engine, and with sqlite3 directly."""
     import sqlite3
@@ -278,11 +352,17 @@ async def statement_cost(db: Database, path: Path, n: int = 1000) -> tuple[float
 
 
 async def bench_pull(
-    root: Path, nodes: list[LiveNode], wanted: int, budget_s: float, baseline: Baseline
+    root: Path,
+    nodes: list[LiveNode],
+    wanted: int,
+    budget_s: float,
+    baseline: Baseline,
+    mix: bool = False,
 ) -> dict[str, float]:
     """Load A, pull it to B; returns the measured phases (seconds) and ``records``."""
-    say(f"\n(b) full pull, node A -> node B over HTTP (SQLite, 127.0.0.1): {wanted:,} records")
-    profiles = Profiles(wanted, AUTHORS)
+    what = "records of a mix (profile, model, model_version, image)" if mix else "records"
+    say(f"\n(b) full pull, node A -> node B over HTTP (SQLite, 127.0.0.1): {wanted:,} {what}")
+    profiles: Profiles | Mix = Mix(wanted, AUTHORS) if mix else Profiles(wanted, AUTHORS)
     t0 = time.perf_counter()
     sample = profiles.make(0, min(wanted, VERIFY_SAMPLE))
     t_sign = time.perf_counter() - t0
@@ -322,7 +402,8 @@ async def bench_pull(
             f" measuring the largest N that fits, {n:,}"
         )
     say(
-        f"    signed {n:,} profile records from {AUTHORS} authors in {t_sign:.1f} s"
+        f"    signed {n:,} {'mixed' if mix else 'profile'} records from {AUTHORS} authors"
+        f" in {t_sign:.1f} s"
         f" ({n / t_sign:,.0f}/s)"
     )
     say(
@@ -365,6 +446,8 @@ async def bench_pull(
         return timed
 
     statements = Counter[bool]()  # by whether inside accept_verified
+    # A page is projected with project_many (record by record with project before it).
+    projecting = "project_many" if hasattr(log.types, "project_many") else "project"
 
     def count_statement(*_: Any) -> None:
         statements[in_append] += 1
@@ -381,9 +464,9 @@ async def bench_pull(
             (fed, "_update", lambda f: watch.coro("update", f)),
             (fed, "_fetch_previews", lambda f: watch.coro("previews", f)),
             (log, "accept_verified", appending),
-            (log, "append_in", lambda f: watch.coro("append_in", f)),
+            (log, "_insert_and_project", lambda f: watch.coro("append_in", f)),
             (log.types, "check_body", rules),
-            (log.types, "project", lambda f: watch.coro("project", f)),
+            (log.types, projecting, lambda f: watch.coro("project", f)),
             (a.node.federation, "page", lambda f: watch.coro("serve", f)),
         ):
             stack.enter_context(patched(target, name, wrapper))
@@ -436,8 +519,8 @@ async def bench_pull(
         f" rules again: {s['rules, again in accept_verified']:.2f} s]",
     )
     per_record = s["append_in"] - s["project"]
-    line("  of which records insert (append_in - project)", per_record)
-    line("  of which the rest: begin, commit, lock", s["append"] - s["append_in"])
+    line("  of which records insert (one multi-row INSERT)", per_record)
+    line("  of which the rest: lookups, gate, begin, commit", s["append"] - s["append_in"])
     line("cursor updates (_update, 1 write txn/page)", s["update"])
     line("preview fetching (no images here)", s["previews"])
     line("other (event loop, bookkeeping, wrappers)", other)
@@ -556,7 +639,7 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             f"    verify_signature(did, ...) as the node calls it:     {as_node:10,.0f} /s"
             f"  ratio {as_node / raw:.2f} (did decoded, key object built each time)"
         )
-        times = await bench_pull(root, nodes, args.records, args.budget_s, baseline)
+        times = await bench_pull(root, nodes, args.records, args.budget_s, baseline, args.mix)
         await stop_nodes(nodes)
         measured, target = int(times["records"]), max(args.records, 100_000)
         if measured < target:
@@ -580,6 +663,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000, help="records pulled A -> B")
     parser.add_argument("--line", type=int, default=5, help="nodes in the line test (>= 2)")
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="pull a realistic mix (1000 profiles, then per model 1 model, 2 model_version"
+        " and 6 image records) instead of profile records only",
+    )
     parser.add_argument("--keep-dir", action="store_true", help="keep the temp dir")
     parser.add_argument(
         "--budget-s",

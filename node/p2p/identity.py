@@ -8,7 +8,7 @@ wins, by ``created`` and then by the higher record id, whatever order they arriv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,10 +61,60 @@ async def apply_profile(conn: AsyncConnection, record: Record) -> None:
         await conn.execute(authors.update().where(authors.c.did == record.author).values(values))
 
 
+LOOKUP_CHUNK = 500
+
+
+async def apply_profiles(conn: AsyncConnection, batch: Sequence[Record]) -> None:
+    """:func:`apply_profile` for a page at once: the newest profile per author in the page
+    against the authors' current rows (one lookup per 500 authors), then one multi-row
+    insert for new authors and one executemany update for those the page renews."""
+    newest: dict[str, Record] = {}
+    for record in batch:
+        seen = newest.get(record.author)
+        if seen is None or _newer(record.created, record.id, seen.created, seen.id):
+            newest[record.author] = record
+    dids = list(newest)
+    current: dict[str, tuple[int, bytes]] = {}
+    for start in range(0, len(dids), LOOKUP_CHUNK):
+        rows = await conn.execute(
+            sa.select(authors.c.did, authors.c.profile_created, authors.c.profile_id).where(
+                authors.c.did.in_(dids[start : start + LOOKUP_CHUNK])
+            )
+        )
+        current.update({row.did: (row.profile_created, row.profile_id) for row in rows})
+
+    def values(record: Record) -> dict[str, Any]:
+        return {
+            "name": record.body["name"],
+            "bio": record.body.get("bio", ""),
+            "next_key": record.body.get("next_key"),
+            "profile_id": record.id,
+            "profile_created": record.created,
+        }
+
+    fresh = [{"did": did, **values(r)} for did, r in newest.items() if did not in current]
+    renewed = [
+        {"b_did": did, **values(r)}
+        for did, r in newest.items()
+        if did in current and _newer(r.created, r.id, *current[did])
+    ]
+    if fresh:
+        await conn.execute(authors.insert(), fresh)
+    if renewed:
+        await conn.execute(authors.update().where(authors.c.did == sa.bindparam("b_did")), renewed)
+
+
 def register(types: RecordTypes) -> None:
     types.register_rule(PROFILE, check_profile)
     types.register_projection(
-        Projection("authors", frozenset({PROFILE}), (authors,), apply_profile, phase=0)
+        Projection(
+            "authors",
+            frozenset({PROFILE}),
+            (authors,),
+            apply_profile,
+            phase=0,
+            apply_many=apply_profiles,
+        )
     )
 
 

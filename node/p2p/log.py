@@ -258,7 +258,9 @@ class RecordLog:
     ) -> dict[bytes, int]:
         received = now_ms()
         inserted = await conn.execute(
-            records.insert().returning(records.c.id, records.c.seq, sort_by_parameter_order=True),
+            # Matched back by id, so no per-row ordering is asked for: SQLAlchemy then sends
+            # the page as one multi-row INSERT … RETURNING (per 1000 rows), not row by row.
+            records.insert().returning(records.c.id, records.c.seq),
             [
                 {
                     "id": r.id,
@@ -274,9 +276,7 @@ class RecordLog:
             ],
         )
         new_seqs = {row.id: int(row.seq) for row in inserted}
-        for record in fresh:
-            if record.id not in held:
-                await self.types.project(conn, record)
+        await self.types.project_many(conn, [r for r in fresh if r.id not in held])
         return new_seqs
 
     async def _one_by_one(

@@ -22,6 +22,7 @@ BodyRule = Callable[[Mapping[str, Any]], None]
 ApplyFn = Callable[[AsyncConnection, Record], Awaitable[None]]
 TargetFn = Callable[[Mapping[str, Any]], Any]
 RefreshFn = Callable[[AsyncConnection, Sequence[Record]], Awaitable[None]]
+ApplyManyFn = Callable[[AsyncConnection, Sequence[Record]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Projection:
     phase: int = 1
     # Re-derive only what some records (whose state changed) touch; None: a full replay.
     refresh: RefreshFn | None = None
+    # Apply a page of new visible records at once, with a bounded number of statements
+    # (the same tables as ``apply`` on each in turn); None: ``apply`` record by record.
+    apply_many: ApplyManyFn | None = None
 
 
 @dataclass
@@ -79,6 +83,26 @@ class RecordTypes:
     async def project(self, conn: AsyncConnection, record: Record) -> None:
         for projection in self.projections_for(record.type):
             await projection.apply(conn, record)
+
+    async def project_many(self, conn: AsyncConnection, batch: Sequence[Record]) -> None:
+        """Project a page of new visible records: phase by phase (identities first), each
+        projection given all of its records at once where it has ``apply_many``.
+
+        Projections depend only on the set of visible records, so the tables end as
+        projecting the records one by one (in any order) leaves them.
+        """
+        for phase in sorted({p.phase for p in self.projections}):
+            for projection in self.projections:
+                if projection.phase != phase:
+                    continue
+                mine = [r for r in batch if r.type in projection.record_types]
+                if not mine:
+                    continue
+                if projection.apply_many is not None:
+                    await projection.apply_many(conn, mine)
+                else:
+                    for record in mine:
+                        await projection.apply(conn, record)
 
     @property
     def projected_types(self) -> frozenset[str]:

@@ -20,7 +20,7 @@ the operator's verdicts), recomputed whole when one arrives: rotations are rare.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -101,6 +101,58 @@ async def apply(conn: AsyncConnection, record: Record) -> None:
     await recompute(conn)
 
 
+LOOKUP_CHUNK = 500
+
+
+async def apply_many(conn: AsyncConnection, batch: Sequence[Record]) -> None:
+    """:func:`apply` for a page at once: its commitments and rotations in two multi-row
+    inserts, then one recompute where a rotation arrived or a profile's author had rotated
+    (a handful of statements, not three per profile)."""
+    rotations = [r for r in batch if r.type == KEY_ROTATION]
+    commitments = [
+        {"record_id": r.id, "did": r.author, "commitment": r.body["next_key"]}
+        for r in batch
+        if r.type == PROFILE and isinstance(r.body.get("next_key"), bytes)
+    ]
+    rotation_rows = []
+    for record in rotations:
+        countersigned = _countersig_ok(record)
+        rotation_rows.append(
+            {
+                "id": record.id,
+                "old_did": record.author,
+                "new_did": record.body["new_key"],
+                "created": record.created,
+                "countersigned": countersigned,
+            }
+        )
+        if countersigned:
+            commitments.append(
+                {
+                    "record_id": record.id,
+                    "did": record.body["new_key"],
+                    "commitment": record.body["next_key"],
+                }
+            )
+    if rotation_rows:
+        await conn.execute(key_rotations.insert(), rotation_rows)
+    if commitments:
+        await conn.execute(key_commitments.insert(), commitments)
+    if rotation_rows:
+        await recompute(conn)
+        return
+    committed = list({c["did"] for c in commitments})
+    for start in range(0, len(committed), LOOKUP_CHUNK):
+        rotated = await conn.scalar(
+            sa.select(key_rotations.c.id)
+            .where(key_rotations.c.old_did.in_(committed[start : start + LOOKUP_CHUNK]))
+            .limit(1)
+        )
+        if rotated is not None:
+            await recompute(conn)
+            return
+
+
 async def recompute(conn: AsyncConnection) -> None:
     """Re-derive which rotations count and every identity, from all of them."""
     commitments: dict[str, set[bytes]] = defaultdict(set)
@@ -115,17 +167,21 @@ async def recompute(conn: AsyncConnection) -> None:
     )
     rows = (await conn.execute(sa.select(key_rotations).order_by(key_rotations.c.created))).all()
     valid: dict[str, set[str]] = defaultdict(set)  # old did -> new dids
+    changed = []
     for row in rows:
-        ok = (
+        ok = bool(
             row.countersigned
             and row.id not in rejected
             and public_key_commitment(public_key_from_did(row.new_did)) in commitments[row.old_did]
         )
-        await conn.execute(
-            key_rotations.update().where(key_rotations.c.id == row.id).values(valid=ok)
-        )
+        if ok != bool(row.valid):
+            changed.append({"b_id": row.id, "valid": ok})
         if ok:
             valid[row.old_did].add(row.new_did)
+    if changed:
+        await conn.execute(
+            key_rotations.update().where(key_rotations.c.id == sa.bindparam("b_id")), changed
+        )
     # Identities: follow valid rotations from keys nobody rotated into.
     parents: dict[str, str] = {}
     for old, news in valid.items():
@@ -139,12 +195,12 @@ async def recompute(conn: AsyncConnection) -> None:
             root = parents[root]
             seen.add(root)
         members[root].add(did)
+    rows_out = []
     for root, dids in members.items():
         frozen = any(len(valid.get(d, ())) > 1 for d in dids)
-        await conn.execute(
-            identities.insert(),
-            [{"did": d, "identity": root, "frozen": frozen} for d in sorted(dids)],
-        )
+        rows_out += [{"did": d, "identity": root, "frozen": frozen} for d in sorted(dids)]
+    if rows_out:
+        await conn.execute(identities.insert(), rows_out)
 
 
 async def identity_of(conn: AsyncConnection, did: str) -> str:
@@ -181,5 +237,6 @@ def register(types: RecordTypes) -> None:
             (key_commitments, key_rotations, identities),
             apply,
             phase=0,
+            apply_many=apply_many,
         )
     )
