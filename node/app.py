@@ -226,6 +226,7 @@ def build_node(config: Config, home: Home, node_key: SigningKey | None = None) -
         home.author_key,
         home.path / "compute" / "outputs",
         key.did,
+        token_live=accounts.token_live,
     )
     return Node(
         config=config,

@@ -85,18 +85,29 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/auth/registration": {"get": _op("Who may sign up: open, invite or closed")},
     "/api/admin/invites": {
         "get": _op("List invite codes' rows (admin)", auth=True),
-        "post": _op("Make an invite code, shown once (admin)", auth=True, ok="201"),
+        "post": _op(
+            "Make an invite code, shown once (an admin's session or the admin token)",
+            auth=True,
+            ok="201",
+        ),
     },
     "/api/admin/invites/{id}": {
         "delete": _op(
-            "Delete an unused invite (admin)", params=_params(("id", "path", "integer")), auth=True
+            "Delete an unused invite (an admin's session or the admin token)",
+            params=_params(("id", "path", "integer")),
+            auth=True,
         ),
     },
     "/api/auth/me": {"get": _op("Who you are", auth=True)},
     "/api/admin/status": {"get": _op("Node status and counts (admin)", auth=True)},
     "/api/admin/users": {
         "get": _op("List local accounts (admin)", auth=True),
-        "post": _op("Create an account (admin)", body="application/json", auth=True, ok="201"),
+        "post": _op(
+            "Create an account (an admin's session or the admin token, not an API token)",
+            body="application/json",
+            auth=True,
+            ok="201",
+        ),
     },
     "/api/admin/users/{name}/tokens": {
         "post": _op(
@@ -446,6 +457,14 @@ PATHS: dict[str, dict[str, Any]] = {
             body="application/json",
             auth=True,
             ok="201",
+        )
+    },
+    "/api/compute/workers/{did}": {
+        "delete": _op(
+            "Remove a worker (its owner or an admin): its requests are refused from then "
+            "on, the jobs it held requeued; 404 for a worker that is not yours",
+            params=_params(("did", "path", "string")),
+            auth=True,
         )
     },
     "/api/compute/workers/{did}/serves": {

@@ -37,6 +37,8 @@ SIGNUPS = web.AppKey("signups", SignUps)
 # node's admin token, or nothing.
 CREDENTIAL = web.RequestKey("credential", str)
 SESSION, API_TOKEN, ADMIN_TOKEN = "session", "api_token", "admin_token"
+# The id of the API token a request came with (absent for any other credential).
+API_TOKEN_ID = web.RequestKey("api_token_id", int)
 SESSION_ONLY = (
     "an API token cannot create, list or revoke API tokens: use a logged-in browser "
     "session (the /account/tokens page) or the node's admin token (civitas token)"
@@ -75,9 +77,10 @@ def make_auth_middleware(accounts: AccountService, admin_token: str) -> Any:
             if hmac.compare_digest(token.encode(), admin_token.encode()):
                 who, credential = Principal(node_admin=True), ADMIN_TOKEN
             else:
-                user = await accounts.user_for_token(token)
-                if user is not None:
-                    who, credential = Principal(user=user), API_TOKEN
+                found = await accounts.token_user(token)
+                if found is not None:
+                    who, credential = Principal(user=found[0]), API_TOKEN
+                    request[API_TOKEN_ID] = found[1]
         elif SESSION_COOKIE in request.cookies and request.path not in CSRF_EXEMPT:
             session = await accounts.session(request.cookies[SESSION_COOKIE])
             if session is not None:

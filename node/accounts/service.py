@@ -260,12 +260,18 @@ class AccountService:
 
     async def user_for_token(self, token: str) -> User | None:
         """The user of a live token; None for unknown, revoked or expired ones."""
+        found = await self.token_user(token)
+        return found[0] if found is not None else None
+
+    async def token_user(self, token: str) -> tuple[User, int] | None:
+        """The user of a live token and the token's id; None for unknown, revoked or
+        expired ones."""
         if not token.startswith(API_TOKEN_PREFIX):
             return None
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(users)
+                    sa.select(users, api_tokens.c.id.label("token_id"))
                     .join(api_tokens, api_tokens.c.user_id == users.c.id)
                     .where(
                         api_tokens.c.token_hash == token_digest(token),
@@ -273,7 +279,21 @@ class AccountService:
                     )
                 )
             ).first()
-        return _user(row) if row is not None else None
+        return (_user(row), int(row.token_id)) if row is not None else None
+
+    async def token_live(self, token_id: int) -> bool:
+        """Whether API token ``token_id`` still works: not revoked, not expired, and its
+        user's account still there (what a worker it registered lives by)."""
+        async with self.db.read() as conn:
+            found = await conn.scalar(
+                sa.select(api_tokens.c.id)
+                .join(users, users.c.id == api_tokens.c.user_id)
+                .where(
+                    api_tokens.c.id == token_id,
+                    sa.or_(api_tokens.c.expires.is_(None), api_tokens.c.expires > now_ms()),
+                )
+            )
+        return found is not None
 
     # --- sessions -------------------------------------------------------------------
 

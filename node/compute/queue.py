@@ -454,6 +454,24 @@ class JobQueue:
         await self._released([job_id])
         return {"state": state}
 
+    async def remove_worker(self, who: Principal, did: str) -> dict[str, Any]:
+        """The owner (or an admin) removes worker ``did``: its key is refused from now on,
+        and the jobs it held go back to the queue as a lost lease's do."""
+        async with self.db.write() as conn:
+            await self.registry.owned(conn, who, did)
+            held = (
+                await conn.execute(
+                    sa.select(compute_jobs).where(
+                        compute_jobs.c.state.in_(ACTIVE), compute_jobs.c.lease_worker == did
+                    )
+                )
+            ).all()
+            for row in held:
+                await self._requeue_or_fail(conn, row, f"worker {did[-8:]} was removed")
+            await conn.execute(compute_workers.delete().where(compute_workers.c.did == did))
+        await self._released([row.id for row in held])
+        return {"removed": did, "requeued": [row.id for row in held]}
+
     async def _requeue_or_fail(self, conn: AsyncConnection, row: Any, error: str) -> str:
         failures = row.failures + 1
         now = self.clock()

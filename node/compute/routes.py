@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from node.accounts.routes import API_TOKEN_ID
 from node.catalog.routes import CATALOG, int_id
 from node.compute import inputs
 from node.compute.input_files import Pending
@@ -210,7 +211,8 @@ async def register_worker(request: web.Request) -> web.Response:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     data["did"] = did
-    return json_ok(await compute.queue.registry.register(user, data), status=201)
+    registered = await compute.queue.registry.register(user, data, request.get(API_TOKEN_ID))
+    return json_ok(registered, status=201)
 
 
 async def list_workers(request: web.Request) -> web.Response:
@@ -224,6 +226,13 @@ async def set_worker_serves(request: web.Request) -> web.Response:
     data = await read_json(request)
     registry = request.app[COMPUTE].queue.registry
     return json_ok(await registry.set_serves(who, request.match_info["did"], data.get("serves")))
+
+
+async def remove_worker(request: web.Request) -> web.Response:
+    """The owner or an admin removes a worker: it is refused from now on, its jobs requeued."""
+    who = require_user(request)
+    did = request.match_info["did"]
+    return json_ok(await request.app[COMPUTE].queue.remove_worker(who, did))
 
 
 async def _signed_json(request: web.Request) -> tuple[str, dict[str, Any]]:
@@ -281,6 +290,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/jobs/{id}/outputs/{sha256}/publish", publish_output)
     r.add_post("/api/compute/workers", register_worker)
     r.add_get("/api/compute/workers", list_workers)
+    r.add_delete("/api/compute/workers/{did}", remove_worker)
     r.add_post("/api/compute/workers/{did}/serves", set_worker_serves)
     r.add_post("/api/compute/pop", pop)
     r.add_post("/api/compute/jobs/{id}/progress", progress)

@@ -20,6 +20,7 @@ from node.compute.publishing import OutputPublisher
 from node.compute.queue import JobQueue
 from node.compute.results import ResultDesk
 from node.compute.uploads import OutputUploads
+from node.compute.workers import TokenLive
 from node.config import ComputeSection
 from node.p2p.keys import SigningKey
 from node.tasks import stop_tasks
@@ -67,8 +68,13 @@ def build_compute(
     author_key: Callable[[str], SigningKey],
     outputs_dir: Path,
     node_did: str,
+    *,
+    token_live: TokenLive | None = None,
 ) -> Compute:
+    """``token_live`` says whether an API token (by id) still works: a worker registered
+    with one is refused once it does not (the accounts service answers)."""
     queue = JobQueue(publisher.db, publisher.store, config)
+    queue.registry.token_live = token_live
     desk = ResultDesk(queue, publisher, author_key, outputs_dir, config.max_output_bytes)
     queue.on_released = desk.discard
     auth = WorkerAuth(node_did)

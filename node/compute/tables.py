@@ -36,6 +36,9 @@ compute_workers = sa.Table(
     sa.Column("jobs_failed", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("outputs", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("busy_ms", sa.BigInteger, nullable=False, server_default="0"),
+    # the API token its last registration came with (an accounts id, no foreign key: a
+    # revoked token must not read as a session's NULL); NULL: a browser session's
+    sa.Column("token_id", sa.BigInteger, nullable=True),
 )
 
 compute_jobs = sa.Table(

@@ -1,7 +1,10 @@
 """Worker keys registered on this node, each under the user who donates it.
 
 A worker proves it holds its key by signing its registration (and every later request);
-the registering user, logged in or by API token, becomes its owner. Whom it serves:
+the registering user, logged in or by API token, becomes its owner. A worker registered
+with an API token lives by that token: once it is revoked or expires (or its account is
+gone) the worker's requests are refused; one registered from a browser session lives as
+long as its owner's account. The owner or an admin can remove a worker. Whom it serves:
 
 - a worker registered by a member serves only that member's own jobs ("own"): a member
   cannot take other members' jobs (their prompts, their training images) by registering
@@ -15,7 +18,7 @@ Operators see each worker's contributions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +33,8 @@ from node.http import Principal
 from node.p2p.keys import public_key_from_did
 
 MAX_WORKER_NAME = 64
+# Whether an API token (by id) still works: the accounts service answers (node/app.py).
+TokenLive = Callable[[int], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Worker:
     max_pixels: int
     device: str
     serves: str  # "own" or "all" (WORKER_SERVES)
+    token_id: int | None  # the API token that registered it; None: a browser session
 
     @property
     def serves_all(self) -> bool:
@@ -56,6 +62,7 @@ def _worker(row: Any) -> Worker:
         row.max_pixels,
         row.device,
         row.serves,
+        row.token_id,
     )
 
 
@@ -68,12 +75,19 @@ def check_kinds(value: Any, name: str = "kinds") -> frozenset[str]:
 
 
 class WorkerRegistry:
-    def __init__(self, db: Database, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], int], token_live: TokenLive | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.token_live = token_live
 
-    async def register(self, owner: Any, data: dict[str, Any]) -> dict[str, Any]:
-        """Register (or update) a worker key under ``owner``, the user donating it."""
+    async def register(
+        self, owner: Any, data: dict[str, Any], token_id: int | None = None
+    ) -> dict[str, Any]:
+        """Register (or update) a worker key under ``owner``, the user donating it, with
+        the API token ``token_id`` (None from a browser session or the admin token): the
+        worker lives by the credential of its latest registration."""
         did = data.get("did")
         if not isinstance(did, str):
             raise BadRequest("'did' (the worker key's did:key) is required")
@@ -92,6 +106,7 @@ class WorkerRegistry:
             "max_pixels": max_pixels,
             "device": device,
             "last_seen": self.clock(),
+            "token_id": token_id,
         }
         async with self.db.write() as conn:
             owner_id = await conn.scalar(
@@ -169,4 +184,26 @@ class WorkerRegistry:
                 f"worker {did} is not registered on this node: register it first "
                 "(civitas worker --token …)"
             )
+        worker = _worker(row)
+        if (
+            worker.token_id is not None
+            and self.token_live is not None
+            and not await self.token_live(worker.token_id)
+        ):
+            raise Unauthorized(
+                f"the API token that registered worker {did} was revoked or expired: "
+                "register it again with a live token (civitas worker --token …)"
+            )
+        return worker
+
+    async def owned(self, conn: AsyncConnection, who: Principal, did: str) -> Worker:
+        """Worker ``did`` if ``who`` owns it or is an admin; 404 otherwise (the same for a
+        worker that is not there as for another member's)."""
+        row = (
+            await conn.execute(sa.select(compute_workers).where(compute_workers.c.did == did))
+        ).first()
+        if row is None or not (
+            who.is_admin or (who.user is not None and row.owner_id == who.user.id)
+        ):
+            raise NotFound(f"you have no worker {did} on this node")
         return _worker(row)
