@@ -441,7 +441,7 @@ def create_app(node: Node, admin_token: str) -> web.Application:
     wanted_routes.add_routes(app, node.wanted)
     moderation_routes.add_routes(app, node.moderation)
     # Web UI: server-rendered pages over the same services, and their static files.
-    app[RENDERER] = Renderer(web_dir())
+    app[RENDERER] = Renderer(web_dir(), signup_open=lambda: node.signups.open)
     app.on_response_prepare.append(security_headers)
     app.router.add_static("/static", app[RENDERER].static_dir)
     account_pages.add_routes(app)

@@ -59,6 +59,8 @@ ANONYMOUS = Principal()
 PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION_COOKIE = "civitas_session"
+# A visitor's CSRF token for forms shown before they log in (log-in, sign-up, notices).
+FORM_COOKIE = "civitas_form"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

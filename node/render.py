@@ -26,9 +26,8 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 import node
-from node.accounts.routes import FORM_COOKIE
 from node.errors import CivitasError, ConfigError, Unauthorized
-from node.http import principal
+from node.http import FORM_COOKIE, principal
 
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -119,7 +118,7 @@ def _read_flash(request: web.Request) -> list[str]:
 class Renderer:
     """Renders a template into an HTML response with the page's common context."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, signup_open: Callable[[], bool] = lambda: False) -> None:
         self.static_dir = root / "static"
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(root / "templates"),
@@ -130,7 +129,11 @@ class Renderer:
         self.env.filters.update(
             markdown=render_markdown, size=human_size, count=human_count, date=human_date
         )
-        self.env.globals.update(static=self.static_url, quote=functools.partial(quote, safe=""))
+        self.env.globals.update(
+            static=self.static_url,
+            quote=functools.partial(quote, safe=""),
+            signup_open=signup_open,  # whether the nav offers "Sign up" beside "Log in"
+        )
         self._versions: dict[str, str] = {}
 
     def static_url(self, name: str) -> str:

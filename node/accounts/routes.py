@@ -16,6 +16,7 @@ from node.errors import BadRequest, Forbidden, NotFound
 from node.http import (
     ANONYMOUS,
     CSRF_HEADER,
+    FORM_COOKIE,
     PRINCIPAL,
     SAFE_METHODS,
     SESSION_COOKIE,
@@ -54,7 +55,6 @@ QUERY_TOKEN_PATHS = ("/api/v1/", "/api/download/")
 # becomes the request's principal only once the route has checked the form's token field.
 PENDING_SESSION = web.RequestKey("pending_session", Principal)
 # Forms of visitors without a session (log in, preferences) carry this cookie's value.
-FORM_COOKIE = "civitas_form"
 FORM_FIELD = "csrf_token"
 
 

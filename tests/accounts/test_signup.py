@@ -51,6 +51,7 @@ async def test_closed_by_default_refuses_every_sign_up(client: TestClient, node:
     assert await node.accounts.list_users() == []
     page = await client.get("/signup")
     assert page.status == 200 and "Sign-up is closed" in await page.text()
+    assert 'href="/signup' not in await (await client.get("/tags")).text()  # no nav link
     assert "civitas user add" in await (await client.get("/login")).text()
 
 
@@ -138,6 +139,8 @@ async def test_one_invite_makes_one_account_however_many_race_for_it(
 
 async def test_the_sign_up_form_logs_the_new_member_in(client: TestClient, node: Node) -> None:
     node.signups.registration = "open"
+    tags_page = await (await client.get("/tags")).text()
+    assert '<a href="/signup?next=%2Ftags">Sign up</a>' in tags_page  # the nav offers it
     login_page = await (await client.get("/login?next=/tags")).text()
     assert 'href="/signup?next=%2Ftags"' in login_page
     token = TOKEN.findall(await (await client.get("/signup?next=/tags")).text())[0]
