@@ -21,6 +21,19 @@ class RemoteError(CivitasError):
         self.code = code
 
 
+async def read_answer(resp: aiohttp.ClientResponse) -> Any:
+    """A node's JSON answer; its JSON error (or a bare status) as :class:`RemoteError`."""
+    try:
+        data = await resp.json(content_type=None)
+    except ValueError:
+        data = None
+    if resp.status >= 400:
+        if isinstance(data, dict) and "error" in data:
+            raise RemoteError(resp.status, data["error"], data.get("message", ""))
+        raise RemoteError(resp.status, "http_error", f"the node answered {resp.status}")
+    return data
+
+
 class NodeClient:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -41,15 +54,7 @@ class NodeClient:
                 aiohttp.ClientSession(timeout=TIMEOUT) as session,
                 session.request(method, self.base_url + path, json=json, headers=headers) as resp,
             ):
-                try:
-                    data = await resp.json(content_type=None)
-                except ValueError:
-                    data = None
-                if resp.status >= 400:
-                    if isinstance(data, dict) and "error" in data:
-                        raise RemoteError(resp.status, data["error"], data.get("message", ""))
-                    raise RemoteError(resp.status, "http_error", f"the node answered {resp.status}")
-                return data
+                return await read_answer(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise HomeError(f"cannot reach the node at {self.base_url}: {exc}") from None
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from node.client import RemoteError
+from node.client import read_answer
 from node.compute.auth import sign_digest
 from node.compute.torrent_fetch import TorrentFetcher, TorrentFetchFailed
 from node.errors import CivitasError
@@ -66,7 +66,7 @@ class NodeLink:
             async with self.session.request(
                 method, self.base_url + path, data=body or None, headers=sent
             ) as resp:
-                return await _answer(resp)
+                return await read_answer(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeUnreachable(f"cannot reach {self.base_url}: {exc}") from None
 
@@ -101,7 +101,7 @@ class NodeLink:
         headers = sign_digest(self.key, "PUT", path, digest, self.did)
         try:
             async with self.session.put(self.base_url + path, data=data, headers=headers) as resp:
-                await _answer(resp)
+                await read_answer(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeUnreachable(f"cannot reach {self.base_url}: {exc}") from None
 
@@ -110,7 +110,7 @@ class NodeLink:
         headers = sign_request(self.key, "GET", path, b"", self.did)
         async with self.session.get(self.base_url + path, headers=headers) as resp:
             if resp.status >= 400:
-                await _answer(resp)
+                await read_answer(resp)
             data = await resp.read()
         if hashlib.sha256(data).hexdigest().upper() != sha256.upper():
             raise CivitasError(f"input {sha256[:12]}… from {self.base_url} is corrupt")
@@ -124,7 +124,7 @@ class NodeLink:
                 if resp.status == 404:
                     continue
                 if resp.status >= 400:
-                    await _answer(resp)
+                    await read_answer(resp)
                 temp = dest.with_name(dest.name + ".part")
                 hasher = hashlib.sha256()
                 handle = await asyncio.to_thread(open, temp, "wb")
@@ -142,18 +142,6 @@ class NodeLink:
         raise CivitasError(
             f"neither {self.base_url} nor its peers hold {entry['name']} ({sha256[:12]}…)"
         )
-
-
-async def _answer(resp: aiohttp.ClientResponse) -> Any:
-    try:
-        data = await resp.json(content_type=None)
-    except ValueError:
-        data = None
-    if resp.status >= 400:
-        if isinstance(data, dict) and "error" in data:
-            raise RemoteError(resp.status, data["error"], data.get("message", ""))
-        raise RemoteError(resp.status, "http_error", f"the node answered {resp.status}")
-    return data
 
 
 class ModelCache:
