@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,16 +30,13 @@ from node.db import Database
 from node.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests
 from node.http import Principal
 from node.p2p.filestore import FileStore
+from node.p2p.records import now_ms
 from node.tasks import wait_event
 
 ACTIVE = ("leased", "running")
 FINISHED = ("done", "failed", "cancelled", "expired")
 MAX_WORKER_NAME = 64
 QUEUE_FULL_RETRY_S = 60
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
