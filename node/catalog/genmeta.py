@@ -232,7 +232,7 @@ def parse_a1111(text: str) -> dict[str, Any]:
     return meta
 
 
-def _quote(value: Any) -> str:
+def a1111_value(value: Any) -> str:
     """A1111's rule: a value with a comma, colon or newline is written as a JSON string; so
     is an empty or padded one, which would not read back as written."""
     text = str(value)
@@ -248,13 +248,13 @@ def format_a1111(meta: Mapping[str, Any]) -> str:
         lines.append(f"Negative prompt: {meta['negativePrompt']}")
     fields: list[tuple[str, str]] = []
     if meta.get("steps") is not None:
-        fields.append(("Steps", _quote(meta["steps"])))
+        fields.append(("Steps", a1111_value(meta["steps"])))
     for key, value in meta.items():
         name = _META_TO_A1111.get(key, key)
         if key in _NOT_DETAILS or value is None or isinstance(value, Mapping | list):
             continue
         if _SAFE_KEY.match(name) and name not in ("Lora hashes", "TI hashes", *_JSON_KEYS):
-            fields.append((name, _quote(value)))
+            fields.append((name, a1111_value(value)))
     if "Size" not in meta and isinstance(meta.get("width"), int) and meta.get("height"):
         fields.append(("Size", f"{meta['width']}x{meta['height']}"))
     raw_hashes = meta.get("hashes")

@@ -17,18 +17,11 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from node.catalog.genmeta import a1111_value
 from node.compute.specs import GenerateRequest, LoraSpec
 
 VERSION = "civitas"
 PARAMETERS_KEY = "parameters"
-
-
-def _quote(value: object) -> str:
-    """A1111's rule, plus the cases that would confuse a parser (quotes, JSON openers)."""
-    text = str(value)
-    if any(c in text for c in ',:\n"') or text[:1] in ("{", "[") or text != text.strip():
-        return json.dumps(text, ensure_ascii=False)
-    return text
 
 
 def _alias(name: str) -> str:
@@ -70,12 +63,12 @@ def civitai_resources(req: GenerateRequest) -> list[dict[str, Any]]:
 def _details(req: GenerateRequest, seed: int) -> list[tuple[str, str]]:
     fields = [
         ("Steps", str(req.steps)),
-        ("Sampler", _quote(req.sampler)),
+        ("Sampler", a1111_value(req.sampler)),
         ("CFG scale", req.cfg_scale),
         ("Seed", str(seed)),
         ("Size", f"{req.width}x{req.height}"),
         ("Model hash", req.model_hash.lower()),
-        ("Model", _quote(req.model_name)),
+        ("Model", a1111_value(req.model_name)),
     ]
     if req.loras:
         pairs = ", ".join(f"{_alias(lora.name)}: {lora.autov2.lower()}" for lora in req.loras)
