@@ -11,6 +11,8 @@ from node.catalog.search import GENERATION_PERMISSION, GENERATION_TYPES
 from node.catalog.tables import images, model_versions
 from node.render import render_markdown
 
+NSFW_LEVELS = {"PG": 1, "PG13": 2, "R": 4, "X": 8}  # Civitai's nsfwLevel of each rating
+
 
 def supports_generation(model_type: str, commercial_uses: Sequence[str]) -> bool:
     """Whether Civitas nodes' generation services may run the model: a type they run,
@@ -67,5 +69,16 @@ def primary_files_only(model: dict[str, Any]) -> dict[str, Any]:
     """Civitai's ``primaryFileOnly``: each version keeps its primary file alone."""
     versions = [
         {**v, "files": [f for f in v["files"] if f["primary"]][:1]} for v in model["modelVersions"]
+    ]
+    return {**model, "modelVersions": versions}
+
+
+def safe_images_only(model: dict[str, Any], ratings: Sequence[str]) -> dict[str, Any]:
+    """Civitai's ``nsfw=false`` on models: each version's gallery keeps only the images
+    rated one of ``ratings``."""
+    levels = {NSFW_LEVELS[r] for r in ratings}
+    versions = [
+        {**v, "images": [i for i in v["images"] if i["nsfwLevel"] in levels]}
+        for v in model["modelVersions"]
     ]
     return {**model, "modelVersions": versions}

@@ -2,8 +2,9 @@
 
 Filters: a model, a version, a post (see :func:`node.catalog.civitai.post_id`), a
 username, an ``nsfw`` level (images rated at most that: None=PG, Soft=PG13, Mature=R,
-X=X; ``false`` is None and Soft, ``true`` everything) and a ``period`` on when the
-image was published. Sorts: Newest and Oldest; Most Reactions and Most Comments are
+X=X) or boolean (as Civitai reads it: ``true`` only the images with a mature rating, R
+and X; ``false`` only the public ones, PG) and a ``period`` on when the image was
+published. Sorts: Newest and Oldest; Most Reactions and Most Comments are
 accepted and, while images have no reactions or comments, list newest first. Paging by
 ``page`` or by ``cursor`` (the next page's position, as Civitai switched to).
 """
@@ -25,8 +26,8 @@ NSFW_LEVELS = {
     "Soft": ("PG", "PG13"),
     "Mature": ("PG", "PG13", "R"),
     "X": ("PG", "PG13", "R", "X"),
-    "false": ("PG", "PG13"),
-    "true": ("PG", "PG13", "R", "X"),
+    "false": ("PG",),
+    "true": ("R", "X"),
 }
 ImageSort = Literal["newest", "oldest"]
 IMAGE_SORTS: dict[str, ImageSort] = {

@@ -8,7 +8,12 @@ from typing import Any
 
 from aiohttp import BodyPartReader, StreamReader, web
 
-from node.catalog.civitai import civitai_model, civitai_version, primary_files_only
+from node.catalog.civitai import (
+    civitai_model,
+    civitai_version,
+    primary_files_only,
+    safe_images_only,
+)
 from node.catalog.ids import BITS
 from node.catalog.image_search import IMAGE_SORTS, ImageQuery, nsfw_ratings
 from node.catalog.images import MAX_IMAGE_BYTES, preview_width, resized
@@ -16,7 +21,7 @@ from node.catalog.progress import Progress, sse_events
 from node.catalog.search import PERIODS, SearchQuery
 from node.catalog.service import MAX_PREVIEWS, CatalogService
 from node.catalog.views import FileChoice
-from node.errors import BadRequest, NotFound, PayloadTooLarge
+from node.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from node.http import (
     json_ok,
     parse_json,
@@ -164,8 +169,10 @@ async def list_models(request: web.Request) -> web.Response:
     limit = _int(request, "limit", 20, hi=100)
     nsfw = _bool(request, "nsfw")
     content, stars = _ratings(request)
+    text = request.query.get("query") or None
+    ids = _ids(request, "ids")  # checked either way; Civitai ignores it beside a query
     query = SearchQuery(
-        text=request.query.get("query") or None,
+        text=text,
         types=_list(request, "types"),
         base_models=_list(request, "baseModels"),
         ratings=content or (SAFE_RATINGS if nsfw is False else []),
@@ -174,9 +181,9 @@ async def list_models(request: web.Request) -> web.Response:
         sort=CIVITAI_SORTS[sort],  # type: ignore[arg-type]
         limit=limit or 20,
         cursor=request.query.get("cursor") or None,
-        ids=_ids(request, "ids"),
+        ids=[] if text else ids,
         min_stars=stars,
-        created_since=_since(request),
+        published_since=_since(request),
         favorites_of=_owner(request, "favorites"),
         hidden_by=_owner(request, "hidden"),
         supports_generation=_bool(request, "supportsGeneration"),
@@ -200,7 +207,10 @@ async def list_models(request: web.Request) -> web.Response:
         params = {k: v for k, v in request.query.items() if k not in ("cursor", "page")}
         params["cursor"] = cursor
         metadata["nextPage"] = str(request.url.with_query(params))
-    shaped = await catalog.views.with_blurhashes([civitai_model(m) for m in items])
+    shaped = [civitai_model(m) for m in items]
+    if nsfw is False:  # Civitai: "returns safer images" too, not only safer models
+        shaped = [safe_images_only(m, SAFE_RATINGS) for m in shaped]
+    shaped = await catalog.views.with_blurhashes(shaped)
     return json_ok({"items": shaped, "metadata": metadata})
 
 
@@ -560,14 +570,23 @@ CORS_METHODS = ("GET", "HEAD", "OPTIONS")
 async def public_read_cors(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: browser tools on any origin may read the Civitai-compatible
     API. Only reads: never Allow-Credentials, so a browser never sends its cookies along
-    (a site cannot read anything as a logged-in visitor) and nothing here writes."""
-    if request.path.startswith(PUBLIC_READ) and request.method in CORS_METHODS:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Expose-Headers"] = "Content-Disposition"
+    (a site cannot read anything as a logged-in visitor) and nothing here writes. A
+    refused preflight (a write asked for) gets no Allow-Origin either."""
+    if not request.path.startswith(PUBLIC_READ) or request.method not in CORS_METHODS:
+        return
+    if request.method == "OPTIONS" and response.status != 204:
+        return
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "Content-Disposition"
 
 
 async def preflight(request: web.Request) -> web.Response:
-    """A browser's CORS preflight for a read (a token may ride in Authorization)."""
+    """A browser's CORS preflight for a read (a token may ride in Authorization). One
+    for any other method (POST /api/v1/model-versions/by-hash included) is refused:
+    cross-origin pages only read."""
+    wanted = request.headers.get("Access-Control-Request-Method", "GET").upper()
+    if wanted not in ("GET", "HEAD"):
+        raise Forbidden("cross-origin requests may only read (GET, HEAD) the /api/v1 API")
     return web.Response(
         status=204,
         headers={

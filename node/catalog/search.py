@@ -60,7 +60,9 @@ class SearchQuery:
     # Civitai's star rating: models reviewed at least this well (1-5). There are no
     # reviews yet, so no model has a rating and none passes (see ``stars``).
     min_stars: int | None = None
-    created_since: int | None = None  # unix ms: ``period``
+    # unix ms: ``period``, as Civitai reads it: a version of the model was published since
+    # (its latest version, Civitai's lastVersionAt), however old the model itself is.
+    published_since: int | None = None
     favorites_of: str | None = None  # a did: only models that user favorited
     hidden_by: str | None = None  # a did: only models that user hid
     supports_generation: bool | None = None
@@ -158,8 +160,14 @@ class ModelSearch:
             stmt = stmt.where(models.c.rating.in_(q.ratings))
         if q.min_stars is not None:
             stmt = stmt.where(stars() >= q.min_stars)
-        if q.created_since is not None:
-            stmt = stmt.where(models.c.created >= q.created_since)
+        if q.published_since is not None:
+            stmt = stmt.where(
+                sa.exists().where(
+                    model_versions.c.model_root == models.c.root_id,
+                    model_versions.c.author == models.c.author,  # a shown version
+                    model_versions.c.created >= q.published_since,
+                )
+            )
         if q.favorites_of is not None or q.hidden_by is not None:
             # Nobody can favorite or hide a model yet (the social records come later):
             # a user's favorites and hidden models are empty lists.

@@ -19,7 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog.blurhashes import Blurhashes
-from node.catalog.civitai import image_columns, post_id, supports_generation, with_version
+from node.catalog.civitai import (
+    NSFW_LEVELS,
+    image_columns,
+    post_id,
+    supports_generation,
+    with_version,
+)
 from node.catalog.claims import claims, disputes, winners_by_sha256
 from node.catalog.image_search import ImageQuery, image_statement, next_cursor
 from node.catalog.names import dids_named, usernames
@@ -41,7 +47,7 @@ from node.p2p.tables import authors, blobs, identities, records
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrentmeta import magnet
 
-RATING_LEVEL = {"PG": 1, "PG13": 2, "R": 4, "X": 8}
+RATING_LEVEL = NSFW_LEVELS
 NSFW_LEVEL_NAME = {"PG": "None", "PG13": "Soft", "R": "Mature", "X": "X"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 NUMERIC_META = ("cfgScale", "Denoising strength", "Hires upscale", "clipSkip")
@@ -209,6 +215,7 @@ class CatalogViews:
                     models.c.int_id.label("model_int"),
                     models.c.name.label("model_name"),
                     models.c.type.label("model_type"),
+                    models.c.allow_commercial_use.label("model_uses"),
                     models.c.rating.label("model_rating"),
                     models.c.poi.label("model_poi"),
                     sa.func.coalesce(model_stats.c.downloads, 0).label("downloads"),
@@ -258,6 +265,9 @@ class CatalogViews:
                 "publishedAt": iso(row.created),
                 "status": "Published",
                 "availability": "Public",
+                "supportsGeneration": supports_generation(
+                    row.model_type, row.model_uses.split(",")
+                ),
                 "trainedWords": json.loads(row.trained_words),
                 "baseModel": row.base_model,
                 "baseModelType": None,

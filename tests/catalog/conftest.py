@@ -13,6 +13,7 @@ from safetensors.numpy import save_file
 
 from node.accounts.service import User
 from node.app import Node
+from tests.catalog.civitai_catalog import catalog  # noqa: F401  (a fixture)
 
 PASSWORD = "correct horse battery"
 
