@@ -13,12 +13,21 @@ from aiohttp import web
 from node import __version__
 
 
-def _params(*specs: tuple[str, str, str]) -> list[dict[str, Any]]:
-    """(name, where, type) triples; path parameters are required."""
-    return [
-        {"name": name, "in": where, "required": where == "path", "schema": {"type": kind}}
-        for name, where, kind in specs
-    ]
+def _params(*specs: tuple[str, ...]) -> list[dict[str, Any]]:
+    """(name, where, type) or (name, where, type, description); path parameters are
+    required."""
+    out = []
+    for name, where, kind, *about in specs:
+        param: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path",
+            "schema": {"type": kind},
+        }
+        if about:
+            param["description"] = about[0]
+        out.append(param)
+    return out
 
 
 def _op(
@@ -134,28 +143,43 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op(
             "Search models (Civitai-compatible)",
             params=_params(
-                ("limit", "query", "integer"),
-                ("page", "query", "integer"),
-                ("cursor", "query", "string"),
-                ("query", "query", "string"),
+                ("limit", "query", "integer", "1-100, default 20"),
+                ("page", "query", "integer", "page-based paging: metadata gains totals"),
+                ("cursor", "query", "string", "metadata.nextCursor of the previous page"),
+                ("query", "query", "string", "full text, or a creator's name"),
                 ("tag", "query", "string"),
-                ("username", "query", "string"),
-                ("types", "query", "string"),
-                ("baseModels", "query", "string"),
-                ("sort", "query", "string"),
-                ("nsfw", "query", "boolean"),
-                ("rating", "query", "integer"),
-                ("contentRating", "query", "string"),
-                ("ids", "query", "string"),
-                ("period", "query", "string"),
-                ("favorites", "query", "boolean"),
-                ("hidden", "query", "boolean"),
-                ("primaryFileOnly", "query", "boolean"),
-                ("supportsGeneration", "query", "boolean"),
+                ("username", "query", "string", "a creator, in any case (name@node: a peer's)"),
+                ("types", "query", "string", "model types, comma-separated or repeated"),
+                ("baseModels", "query", "string", "base models, comma-separated or repeated"),
+                ("sort", "query", "string", "Newest, Most Downloaded, Highest Rated, Name"),
+                ("nsfw", "query", "boolean", "false: PG and PG13 models and gallery images"),
+                ("rating", "query", "integer", "Civitai's star rating: at least N stars (1-5)"),
+                ("contentRating", "query", "string", "PG, PG13, R, X (comma-separated)"),
+                ("ids", "query", "string", "model ids (up to 100); ignored beside query"),
+                (
+                    "period",
+                    "query",
+                    "string",
+                    "AllTime, Year, Month, Week, Day: a version published within it",
+                ),
+                ("favorites", "query", "boolean", "the requester's favorites (a user: 401)"),
+                ("hidden", "query", "boolean", "the requester's hidden models (a user: 401)"),
+                ("primaryFileOnly", "query", "boolean", "each version keeps its primary file"),
+                (
+                    "supportsGeneration",
+                    "query",
+                    "boolean",
+                    "a Checkpoint, LORA, LoCon or DoRA whose creator grants RentCivit",
+                ),
                 ("allowNoCredit", "query", "boolean"),
                 ("allowDerivatives", "query", "boolean"),
                 ("allowDifferentLicenses", "query", "boolean"),
-                ("allowCommercialUse", "query", "string"),
+                (
+                    "allowCommercialUse",
+                    "query",
+                    "string",
+                    "None, Image, RentCivit, Rent, Sell: grants any of them",
+                ),
                 TOKEN,
             ),
             schema="CivitaiModelPage",
@@ -169,7 +193,8 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     "/api/v1/{tail}": {
         "options": _op(
-            "CORS preflight for reads (GET, HEAD) of the Civitai-compatible API",
+            "CORS preflight for reads (GET, HEAD) of the Civitai-compatible API; one for "
+            "any other method is refused (403, no Access-Control-Allow-Origin)",
             params=_params(("tail", "path", "string")),
             ok="204",
         ),
@@ -194,13 +219,19 @@ PATHS: dict[str, dict[str, Any]] = {
                 *PAGE,
                 ("modelId", "query", "integer"),
                 ("modelVersionId", "query", "integer"),
-                ("postId", "query", "integer"),
+                ("postId", "query", "integer", "a post: the images published with a version"),
                 ("username", "query", "string"),
                 ("withMeta", "query", "boolean"),
-                ("nsfw", "query", "string"),
-                ("sort", "query", "string"),
-                ("period", "query", "string"),
-                ("cursor", "query", "string"),
+                (
+                    "nsfw",
+                    "query",
+                    "string",
+                    "None, Soft, Mature, X: rated at most that; true: R and X only; "
+                    "false: PG only; absent: all",
+                ),
+                ("sort", "query", "string", "Newest, Oldest, Most Reactions, Most Comments"),
+                ("period", "query", "string", "AllTime, Year, Month, Week, Day"),
+                ("cursor", "query", "string", "metadata.nextCursor of the previous page"),
                 TOKEN,
             ),
             schema="CivitaiImagePage",
@@ -913,6 +944,7 @@ CIVITAI_SCHEMAS: dict[str, Any] = {
         "publishedAt",
         "status",
         "availability",
+        "supportsGeneration",
         "trainedWords",
         "baseModel",
         "baseModelType",
