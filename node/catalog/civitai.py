@@ -9,9 +9,27 @@ from typing import Any
 
 from node.catalog.search import GENERATION_PERMISSION, GENERATION_TYPES
 from node.catalog.tables import images, model_versions
+from node.errors import BadRequest
 from node.render import render_markdown
 
 NSFW_LEVELS = {"PG": 1, "PG13": 2, "R": 4, "X": 8}  # Civitai's nsfwLevel of each rating
+# What Civitai's download route takes for each file choice (its constants); any other
+# value is a 400 there and here, a known one that no file has a 404.
+DOWNLOAD_CHOICES = {
+    "type": (
+        "Model",
+        "Text Encoder",
+        "Pruned Model",
+        "Negative",
+        "Training Data",
+        "VAE",
+        "Config",
+        "Archive",
+    ),
+    "format": ("SafeTensor", "PickleTensor", "GGUF", "Diffusers", "Core ML", "ONNX", "Other"),
+    "size": ("full", "pruned"),
+    "fp": ("fp16", "fp8", "nf4", "fp32", "bf16"),
+}
 
 
 def supports_generation(model_type: str, commercial_uses: Sequence[str]) -> bool:
@@ -82,3 +100,14 @@ def safe_images_only(model: dict[str, Any], ratings: Sequence[str]) -> dict[str,
         for v in model["modelVersions"]
     ]
     return {**model, "modelVersions": versions}
+
+
+def download_choice(name: str, raw: str | None) -> str | None:
+    """One of the download route's file choices, checked against Civitai's values (in
+    any case, as files are matched); None when not given."""
+    if not raw:
+        return None
+    known = DOWNLOAD_CHOICES[name]
+    if raw.lower() not in {k.lower() for k in known}:
+        raise BadRequest(f"{name} must be one of {', '.join(known)}")
+    return raw

@@ -9,8 +9,10 @@ from typing import Any
 from aiohttp import BodyPartReader, StreamReader, web
 
 from node.catalog.civitai import (
+    DOWNLOAD_CHOICES,
     civitai_model,
     civitai_version,
+    download_choice,
     primary_files_only,
     safe_images_only,
 )
@@ -307,10 +309,7 @@ async def list_tags(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.StreamResponse:
     catalog = request.app[CATALOG]
     choice = FileChoice(
-        type=request.query.get("type") or None,
-        format=request.query.get("format") or None,
-        size=request.query.get("size") or None,
-        fp=request.query.get("fp") or None,
+        **{name: download_choice(name, request.query.get(name)) for name in DOWNLOAD_CHOICES}
     )
     row = await catalog.views.version_file(_path_int(request, "id"), choice)
     if row is None:

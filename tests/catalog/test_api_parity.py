@@ -150,6 +150,25 @@ async def test_bad_listing_parameters_are_400_json(
     assert (await resp.json())["error"] == "bad_request"
 
 
+# --- /api/download/models/{id} ------------------------------------------------------------
+
+
+async def test_download_choices_take_civitais_values(client: TestClient, catalog: Catalog) -> None:
+    """``type``, ``format``, ``size`` and ``fp`` take the values Civitai's download route
+    takes (in any case): another value is a 400, a known one no file has a 404."""
+    base = f"/api/download/models/{catalog.versions['Fox style']}"
+    for query in ("fp=fp99", "size=tiny", "format=zip", "type=Weights", "fp=16"):
+        resp = await client.get(f"{base}?{query}")
+        assert resp.status == 400, (query, await resp.text())
+        assert (await resp.json())["error"] == "bad_request", query
+    for query in ("fp=bf16", "format=GGUF", "type=VAE"):
+        resp = await client.get(f"{base}?{query}")
+        assert resp.status == 404, query
+        assert "no file of this version" in (await resp.json())["message"], query
+    upper = await (await client.get(f"{base}?fp=FP16&size=Pruned")).json()
+    assert "fox-pruned" in upper["magnet"]
+
+
 # --- ?token= -------------------------------------------------------------------------------
 
 
