@@ -153,7 +153,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 ("baseModels", "query", "string", "base models, comma-separated or repeated"),
                 ("sort", "query", "string", "Newest, Most Downloaded, Highest Rated, Name"),
                 ("nsfw", "query", "boolean", "false: PG and PG13 models and gallery images"),
-                ("rating", "query", "integer", "Civitai's star rating: at least N stars (1-5)"),
+                ("rating", "query", "number", "Civitai's star rating: at least N stars (0-5)"),
                 ("contentRating", "query", "string", "PG, PG13, R, X (comma-separated)"),
                 ("ids", "query", "string", "model ids (up to 100); ignored beside query"),
                 (

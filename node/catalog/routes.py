@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -124,14 +126,15 @@ def _since(request: web.Request) -> int | None:
 
 
 def _ratings(request: web.Request) -> tuple[list[str], int | None]:
-    """(content ratings, star rating). ``rating`` is Civitai's star rating (1-5); the
-    content rating is ``contentRating`` (PG, PG13, R, X). A ``rating`` of content rating
-    names (how this node read it before) is still read as content ratings."""
+    """(content ratings, star rating). ``rating`` is Civitai's star rating (0-5, a
+    fraction rounded down as Civitai does: 4.5 is 4); the content rating is
+    ``contentRating`` (PG, PG13, R, X). A ``rating`` of content rating names (how this
+    node read it before) is still read as content ratings."""
     content = _list(request, "contentRating")
     stars = None
     for value in _list(request, "rating"):
-        if value.isascii() and value.isdigit():
-            stars = int(value)
+        if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,6})?", value):
+            stars = math.floor(float(value))
         else:
             content.append(value)
     return content, stars

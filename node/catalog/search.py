@@ -57,8 +57,8 @@ class SearchQuery:
     cursor: str | None = None
     offset: int = 0  # page-style access, when no cursor is given
     ids: list[int] = field(default_factory=list)  # Civitai integer ids; empty: any
-    # Civitai's star rating: models reviewed at least this well (1-5). There are no
-    # reviews yet, so no model has a rating and none passes (see ``stars``).
+    # Civitai's star rating: models reviewed at least this well (0-5; 0: any). There
+    # are no reviews yet, so every model rates 0 and none passes 1 (see ``stars``).
     min_stars: int | None = None
     # unix ms: ``period``, as Civitai reads it: a version of the model was published since
     # (its latest version, Civitai's lastVersionAt), however old the model itself is.
@@ -84,8 +84,8 @@ class SearchQuery:
             raise BadRequest(f"unknown rating {bad[0]!r}; known: {', '.join(RATINGS)}")
         if len(self.ids) > MAX_IDS:
             raise BadRequest(f"ids takes at most {MAX_IDS} model ids")
-        if self.min_stars is not None and not 1 <= self.min_stars <= 5:
-            raise BadRequest("rating (stars) must be from 1 to 5")
+        if self.min_stars is not None and not 0 <= self.min_stars <= 5:
+            raise BadRequest("rating (stars) must be from 0 to 5")
         bad = [u for u in self.commercial_uses if u not in COMMERCIAL_FILTERS]
         if bad:
             raise BadRequest(

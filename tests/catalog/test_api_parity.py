@@ -53,6 +53,17 @@ async def test_period_counts_the_models_latest_version(
     assert page["metadata"]["totalItems"] == 3  # the count filters the same way
 
 
+async def test_star_rating_as_civitai_reads_it(client: TestClient, catalog: Catalog) -> None:
+    """``rating`` is a star rating, rounded down (Civitai floors it): 0 keeps every model,
+    1 and up none until reviews exist; content ratings have their own parameter."""
+    assert len(await names(client, "rating=0")) == 3
+    assert len(await names(client, "rating=0.9")) == 3
+    for stars in ("1", "4.5", "5", "5.0"):
+        assert await names(client, f"rating={stars}") == [], stars
+    assert await names(client, "contentRating=X") == []
+    assert await names(client, "contentRating=R") == ["Night owl"]
+
+
 async def test_ids_give_way_to_a_query(client: TestClient, catalog: Catalog) -> None:
     """Civitai: ``ids`` "if provided will only return the provided ids. Ignored if a query
     is provided." A bad id is still a 400."""
@@ -100,8 +111,9 @@ async def test_each_version_says_whether_it_supports_generation(
     "query",
     [
         "ids=1.5",
-        "rating=0",
         "rating=9",
+        "rating=4.5.1",
+        "rating=-1",
         "contentRating=NC17",
         "period=Forever",
         "favorites=perhaps",
