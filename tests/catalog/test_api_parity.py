@@ -20,6 +20,7 @@ from tests.catalog.civitai_catalog import (
     B,
     Catalog,
     civitai_file,
+    image_labels,
     names,
     signed_version,
 )
@@ -105,6 +106,17 @@ async def test_each_version_says_whether_it_supports_generation(
         version_id = model["modelVersions"][0]["id"]
         one = await (await client.get(f"/api/v1/model-versions/{version_id}")).json()
         assert one["supportsGeneration"] is expected, name
+
+
+async def test_image_username_matches_without_regard_to_case(
+    client: TestClient, catalog: Catalog
+) -> None:
+    listed = (await (await client.get("/api/v1/images")).json())["items"]
+    beta = next(i["username"] for i in listed if i["id"] == catalog.images["owl-x"])
+    assert beta.startswith("Beta@")
+    for name in (beta, beta.upper(), beta.lower()):
+        labels = await image_labels(client, catalog, f"username={name}")
+        assert sorted(labels) == ["fox-by-b", "owl-x"], name
 
 
 @pytest.mark.parametrize(
