@@ -120,7 +120,8 @@ def _choice(request: web.Request, name: str, choices: Any, default: str | None =
 
 
 def _since(request: web.Request) -> int | None:
-    """``period`` as the earliest creation time it keeps (unix ms); AllTime: None."""
+    """``period`` as the earliest publication time it keeps (unix ms; a model: of a
+    version, an image: its own); AllTime: None."""
     age = PERIODS[_choice(request, "period", PERIODS, "AllTime")]
     return None if age is None else now_ms() - age
 
