@@ -6,18 +6,25 @@ address every 20 ms and sampling the node's RSS. Prints one line per attack:
 
     attack  result  healthz p50/p99/max ms  rss max MiB
 
-Then the attacks on uploads, each by a member or an anonymous client: a training zip
-bomb, anonymous job-output uploads, checkpoint headers declaring a million tensors, and
-a flood of preview widths of a 36-megapixel image; after each, the files left in the
-node's temp directories are counted (``tmp files``; it must be 0).
+Then the attacks on uploads, each by members or an anonymous client: a training zip
+bomb (three members, one job each, so that each meets the zip checks and not the
+per-account upload limit), training jobs whose images are small files that decode to
+40 megapixels each (two members, each at their share of uploads), anonymous job-output
+uploads, checkpoint headers declaring a million tensors, and a flood of preview widths
+of four 36-megapixel images; after each, the files left in the node's temp directories are
+counted (``tmp files``; it must be 0). ``rss max`` is the node's process and its
+children (the image-decode processes) together.
 
-Run: ``.venv/bin/python bench/attacks.py`` (about two minutes). Header and body timeouts
-are set to 5 s here (defaults 10 s and 30 s) so the slow-client attacks finish sooner.
+Run: ``.venv/bin/python bench/attacks.py`` (about two minutes), or ``--only "preview
+widths,training decodes"`` for some of the attacks. Header and body timeouts are set to
+5 s here (defaults 10 s and 30 s) so the slow-client attacks finish sooner.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import json
 import multiprocessing
 import os
@@ -65,10 +72,18 @@ def civitas(home: Path, *args: str, stdin: str | None = None) -> str:
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The resident memory of ``pid`` and every process under it (the decode processes)."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += rss_mib(int(child))
+    except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+        pass
+    return total
 
 
 class Probe:
@@ -307,12 +322,17 @@ async def open_redirect(url: str) -> str:
 MIB = 1024 * 1024
 
 
+MEMBERS = ("alice", "bob", "carol", "dave")
+
+
 class Member:
-    """alice's token, and what she published: a checkpoint's version id and an image URL."""
+    """alice's token, and what she published: a checkpoint's version id and its images'
+    URLs; and the tokens of every member (alice first)."""
 
     token = ""
+    tokens: tuple[str, ...] = ()
     version_id = 0
-    image_url = ""
+    image_urls: list[str] = []
 
 
 def _multipart(fields: list[tuple[str, bytes, str, str | None]]) -> tuple[bytes, str]:
@@ -332,21 +352,31 @@ def _multipart(fields: list[tuple[str, bytes, str, str | None]]) -> tuple[bytes,
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+def _pictures() -> list[Image.Image]:
+    """Four different 36-megapixel pictures (gradients: a few MiB each as JPEG)."""
+    radial, linear = Image.radial_gradient("L"), Image.linear_gradient("L")
+    small = [radial, linear, radial.rotate(90), linear.rotate(45)]
+    return [image.resize((6000, 6000)).convert("RGB") for image in small]
+
+
 async def publish_checkpoint(url: str, member: Member, tmp: Path) -> None:
-    """alice publishes a small checkpoint with a 36-megapixel preview."""
+    """alice publishes a small checkpoint with four 36-megapixel previews."""
     checkpoint = tmp / "base.safetensors"
     rng = np.random.default_rng(0)
     save_file(
         {"model.diffusion_model.w": rng.standard_normal((64, 64), dtype=np.float32)},
         str(checkpoint),
     )
-    picture = tmp / "big.jpg"
-    Image.radial_gradient("L").resize((6000, 6000)).convert("RGB").save(picture, quality=85)
+    images: list[Part] = []
+    for i, picture in enumerate(_pictures()):
+        out = io.BytesIO()
+        picture.save(out, "JPEG", quality=85)
+        images.append(("image", out.getvalue(), "image/jpeg", f"big{i}.jpg"))
     meta = {"name": "Base", "type": "Checkpoint", "base_model": "SD 1.5"}
     body, kind = _multipart(
         [
             ("metadata", json.dumps(meta).encode(), "application/json", None),
-            ("image", picture.read_bytes(), "image/jpeg", "big.jpg"),
+            *images,
             ("file", checkpoint.read_bytes(), "application/octet-stream", "base.safetensors"),
         ]
     )
@@ -357,7 +387,7 @@ async def publish_checkpoint(url: str, member: Member, tmp: Path) -> None:
             assert resp.status == 201, answer
     version = answer["model"]["modelVersions"][0]
     member.version_id = version["id"]
-    member.image_url = version["images"][0]["url"]
+    member.image_urls = [image["url"] for image in version["images"]]
 
 
 async def _status(s: aiohttp.ClientSession, method: str, url: str, **request: Any) -> int:
@@ -375,22 +405,62 @@ def _tally(statuses: list[int]) -> str:
     return f"statuses {dict(sorted(Counter(statuses).items()))}"
 
 
+Part = tuple[str, bytes, str, str | None]  # name, data, content type, filename
+
+
+def _training_job(version_id: int, parts: list[Part]) -> tuple[bytes, str]:
+    params = {"kind": "train", "model_version_id": version_id, "trigger_word": "x"}
+    return _multipart([("params", json.dumps(params).encode(), "application/json", None), *parts])
+
+
 async def zip_bomb(url: str, member: Member) -> str:
     """Three members' training jobs at once, each a 40 x 50 MiB zip of zeros (~2 MiB)."""
     one = zeros("0.png", 50 * MIB)
     bomb = raw_zip([Entry(f"{i}.png", one.payload, one.crc, one.size) for i in range(40)])
-    params = {"kind": "train", "model_version_id": member.version_id, "trigger_word": "x"}
-    body, kind = _multipart(
-        [
-            ("params", json.dumps(params).encode(), "application/json", None),
-            ("zip", bomb, "application/zip", "set.zip"),
-        ]
-    )
-    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": kind}
+    body, kind = _training_job(member.version_id, [("zip", bomb, "application/zip", "set.zip")])
     async with session_from("127.0.0.131", limit=3) as s:
-        jobs = (_status(s, "POST", url + "/api/jobs", data=body, headers=headers) for _ in "abc")
+        jobs = (
+            _status(
+                s,
+                "POST",
+                url + "/api/jobs",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": kind},
+            )
+            for token in member.tokens[:3]
+        )
         statuses = await asyncio.gather(*jobs)
     return f"{len(bomb) // 1024} KiB zips: {_tally(statuses)}"
+
+
+def grey16_png(side: int = 6320) -> bytes:
+    """A 16-bit greyscale PNG of 40 MP (the pixel cap) that compresses to ~80 KB."""
+    pixels = np.zeros((side, side), dtype=np.uint16)
+    pixels[::7] = 40000
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+async def training_decodes(url: str, member: Member) -> str:
+    """Four training jobs at once (two members, each at their two uploads), each of
+    8 images of 40 MP in ~80 KB: every image is decoded in full before the job is kept."""
+    picture = grey16_png()
+    images: list[Part] = [("image", picture, "image/png", f"{i}.png") for i in range(8)]
+    body, kind = _training_job(member.version_id, images)
+    async with session_from("127.0.0.150", limit=4) as s:
+        jobs = (
+            _status(
+                s,
+                "POST",
+                url + "/api/jobs",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": kind},
+            )
+            for token in member.tokens[2:4] * 2
+        )
+        statuses = await asyncio.gather(*jobs)
+    return f"4 x 8 images of 40 MP in {len(picture) // 1024} KiB: {_tally(statuses)}"
 
 
 async def anonymous_outputs(url: str, member: Member) -> str:
@@ -434,15 +504,15 @@ async def header_bomb(url: str, member: Member) -> str:
 
 
 async def preview_widths(url: str, member: Member) -> str:
-    """40 anonymous requests at once for distinct widths (16 … 4000) of the 36 MP
-    preview, 10 from each of 4 addresses."""
-    head, _, name = member.image_url.rsplit("/", 2)
-    sessions = [session_from(f"127.0.0.{134 + i}", limit=10) for i in range(4)]
+    """160 anonymous requests at once for 40 distinct widths (16 … 4000) of each of the
+    four 36 MP previews, 20 from each of 8 addresses (10 connections each)."""
+    targets = [url.rsplit("/", 2) for url in member.image_urls]
+    sessions = [session_from(f"127.0.0.{134 + i}", limit=10) for i in range(8)]
     try:
         statuses = await asyncio.gather(
             *(
-                _status(sessions[i % 4], "GET", f"{head}/width={16 + i * 102}/{name}")
-                for i in range(40)
+                _status(sessions[i % 8], "GET", f"{head}/width={16 + (i // 4) * 102}/{name}")
+                for i, (head, _, name) in enumerate(targets * 40)
             )
         )
     finally:
@@ -453,6 +523,7 @@ async def preview_widths(url: str, member: Member) -> str:
 
 UPLOAD_ATTACKS: list[tuple[str, Callable[[str, Member], Awaitable[str]]]] = [
     ("zip bomb", zip_bomb),
+    ("training decodes", training_decodes),
     ("anon outputs", anonymous_outputs),
     ("header bomb", header_bomb),
     ("preview widths", preview_widths),
@@ -483,13 +554,15 @@ ATTACKS: list[tuple[str, Callable[[str], Awaitable[str]]]] = [
 ]
 
 
-async def main() -> None:
+async def main(only: set[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         civitas(home, "init", "--name", "bench", "--host", "127.0.0.1", "--port", "0")
-        civitas(home, "user", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+        for name in MEMBERS:
+            civitas(home, "user", "add", name, "--password-stdin", stdin=PASSWORD + "\n")
         member = Member()
-        member.token = civitas(home, "token", "create", "alice").strip()
+        member.tokens = tuple(civitas(home, "token", "create", n).strip() for n in MEMBERS)
+        member.token = member.tokens[0]
         node = subprocess.Popen(  # noqa: ASYNC220 (started once, before any attack)
             [str(CIVITAS), "--home", str(home), "serve"],
             stdout=subprocess.PIPE,
@@ -505,14 +578,15 @@ async def main() -> None:
             await publish_checkpoint(url, member, Path(tmp))
             runs = [(name, attack) for name, attack in ATTACKS]
             runs += [(name, _bind(attack, member)) for name, attack in UPLOAD_ATTACKS]
+            runs = [(name, attack) for name, attack in runs if not only or name in only]
             for name, attack in runs:
                 probe = Probe(url, node.pid)
                 await probe.start()
                 result = await attack(url)
                 await probe.finish()
-                print(f"{name:16} {result}\n{'':16} {probe.summary()}", flush=True)
+                print(f"{name:17} {result}\n{'':17} {probe.summary()}", flush=True)
                 await asyncio.sleep(6)  # let timeouts close what the attack left open
-                print(f"{'':16} tmp files {temp_files(home)}", flush=True)
+                print(f"{'':17} tmp files {temp_files(home)}", flush=True)
             print(json.dumps({"rss_end_mib": round(rss_mib(node.pid))}))
         finally:
             node.terminate()
@@ -520,4 +594,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [name for name, _ in ATTACKS] + [name for name, _ in UPLOAD_ATTACKS]
+    parser.add_argument("--only", default="", help="comma-separated: " + ", ".join(names))
+    chosen = {name.strip() for name in parser.parse_args().only.split(",") if name.strip()}
+    if unknown := chosen - set(names):
+        parser.error(f"no such attack: {', '.join(sorted(unknown))}")
+    asyncio.run(main(chosen))

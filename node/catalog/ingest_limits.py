@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from aiohttp import StreamReader
 
-from node.background import run_in_background
+from node.background import run_in_process
 from node.catalog.safetensors import U64_MAX, header_length, refuse_pickle
 from node.errors import CivitasError
 
@@ -169,9 +169,10 @@ class ImageDecodes:
 
     One decode may hold up to ``images.MAX_DECODE_BYTES``, so image decoding never holds
     more than ``limit`` times that. Callers wait for a slot (a decode takes a second at
-    most); the work runs in a thread. A caller cancelled while its decode runs keeps the
-    slot until the thread ends, since a thread cannot be stopped. The threads run at a
-    lower CPU priority than the event loop (node/background.py).
+    most); the work runs in a decode process, at a lower CPU priority than the event loop
+    and with a GIL of its own (node/background.py), so ``fn`` must be a module-level
+    function whose arguments and result pickle. A caller cancelled while its decode runs
+    keeps the slot until the decode ends, since it cannot be stopped.
     """
 
     def __init__(self, limit: int = DEFAULT_MAX_DECODES) -> None:
@@ -185,7 +186,7 @@ class ImageDecodes:
         async with self._free:
             self.active += 1
             self.peak = max(self.peak, self.active)
-            work = asyncio.ensure_future(run_in_background(fn, *args))
+            work = asyncio.ensure_future(run_in_process(fn, *args))
             try:
                 return await asyncio.shield(work)
             finally:

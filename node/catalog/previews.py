@@ -2,9 +2,13 @@
 bounded cache.
 
 Only the widths of ``images.PREVIEW_WIDTHS`` are ever made (the route rounds), at most
-``concurrency`` at a time, and one request makes a given preview while others asking
-for it wait for that one. The cache holds at most ``max_bytes``; the least recently
-used previews are deleted first (the order survives a restart by file time).
+``concurrency`` at a time, in the node's decode processes, and one request makes a given
+preview while others asking for it wait for that one. At most ``max_pending`` previews
+are being made or waiting to be: a request for one more is answered 503 with
+``Retry-After`` at once, so a flood of requests for previews not yet made queues no
+unbounded work (cached previews and originals are still served). The cache holds at
+most ``max_bytes``; the least recently used previews are deleted first (the order
+survives a restart by file time).
 """
 
 from __future__ import annotations
@@ -17,9 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.catalog.ingest_limits import ImageDecodes
+from node.errors import CivitasError
 
 PREVIEW_CACHE_BYTES = 256 * 1024 * 1024
 PREVIEW_CONCURRENCY = 2
+PREVIEW_PENDING = 32  # previews being made or waiting for a slot; one more is 503
+PREVIEW_RETRY_AFTER_S = 5
+
+
+class PreviewsBusy(CivitasError):
+    """As many previews as the node queues are already being made."""
+
+    code = "previews_busy"
+    status = 503
+    retry_after_s = PREVIEW_RETRY_AFTER_S
 
 
 class PreviewCache:
@@ -29,10 +44,12 @@ class PreviewCache:
         max_bytes: int = PREVIEW_CACHE_BYTES,
         concurrency: int = PREVIEW_CONCURRENCY,
         decodes: ImageDecodes | None = None,
+        max_pending: int = PREVIEW_PENDING,
     ) -> None:
         self.decodes = decodes or ImageDecodes()  # the node's pool: at most a few decodes
         self.root = root
         self.max_bytes = max_bytes
+        self.max_pending = max_pending
         self._sizes: OrderedDict[str, int] | None = None  # least recently used first
         self._total = 0
         self._making: dict[str, asyncio.Future[bytes]] = {}
@@ -55,30 +72,29 @@ class PreviewCache:
                 self._total -= sizes.pop(name)
         if name in self._making:
             return await asyncio.shield(self._making[name])
+        if len(self._making) >= self.max_pending:
+            raise PreviewsBusy(
+                f"this node is already making {self.max_pending} previews: "
+                f"retry in {PREVIEW_RETRY_AFTER_S} s, or ask for the original"
+            )
         made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._making[name] = made
+        temp = self.root / f".{uuid.uuid4().hex}.tmp"
         try:
             async with self._slots:
-                data = await self.decodes.run(self._make, name, original, width, resize)
+                data = await self.decodes.run(
+                    _make, self.root / name, temp, original, width, resize
+                )
             await self._keep(name, len(data))
             made.set_result(data)
             return data
         except BaseException as exc:
+            temp.unlink(missing_ok=True)  # a decode that failed (its process died) left it
             made.set_exception(exc)
             made.exception()  # waiters (if any) get it; none: not an unretrieved error
             raise
         finally:
             del self._making[name]
-
-    def _make(
-        self, name: str, original: Path, width: int, resize: Callable[[bytes, int], bytes]
-    ) -> bytes:
-        data = resize(original.read_bytes(), width)
-        self.root.mkdir(parents=True, exist_ok=True)
-        temp = self.root / f".{uuid.uuid4().hex}.tmp"
-        temp.write_bytes(data)
-        os.replace(temp, self.root / name)
-        return data
 
     async def _keep(self, name: str, size: int) -> None:
         sizes = await self._index()
@@ -99,6 +115,18 @@ class PreviewCache:
                 self._sizes = OrderedDict(found)
                 self._total = sum(self._sizes.values())
         return self._sizes
+
+
+def _make(
+    path: Path, temp: Path, original: Path, width: int, resize: Callable[[bytes, int], bytes]
+) -> bytes:
+    """Make one preview and store it at ``path`` by way of ``temp`` (in a decode process:
+    a module-level function, ``resize`` too)."""
+    data = resize(original.read_bytes(), width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp.write_bytes(data)
+    os.replace(temp, path)
+    return data
 
 
 def _scan(root: Path) -> list[tuple[str, int]]:

@@ -4,6 +4,7 @@ cache, however many different widths anonymous clients ask for."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import subprocess
 import sys
@@ -89,20 +90,23 @@ async def test_the_cache_is_bounded_and_forgets_the_least_recently_used(tmp_path
     assert roomy.total_bytes <= roomy.max_bytes
 
 
+def _counting_resize(calls: Path, data: bytes, width: int) -> bytes:
+    """resized, noting each call in ``calls`` (it runs in a decode process)."""
+    with calls.open("a") as out:
+        out.write(f"{width}\n")
+    return resized(data, width)
+
+
 async def test_concurrent_requests_for_one_preview_make_it_once(tmp_path: Path) -> None:
     original = tmp_path / "a.png"
     original.write_bytes(_photo(1400, 700))
-    calls = []
-
-    def counting(data: bytes, width: int) -> bytes:
-        calls.append(width)
-        return resized(data, width)
-
+    calls = tmp_path / "calls"
+    counting = functools.partial(_counting_resize, calls)
     cache = PreviewCache(tmp_path / "previews")
     results = await asyncio.gather(
         *(cache.get("C" * 64, original, 320, counting) for _ in range(8))
     )
-    assert calls == [320]
+    assert calls.read_text().split() == ["320"]
     assert len(set(results)) == 1
 
 
