@@ -6,8 +6,7 @@ import node.accounts.tables
 import node.catalog.tables
 import node.compute.tables
 import node.moderation.tables
-import node.p2p.tables
-import node.social.tables  # noqa: F401  (register tables on the shared metadata)
+import node.p2p.tables  # noqa: F401  (register tables on the shared metadata)
 from node.db import metadata
 
 connection = context.config.attributes.get("connection")
