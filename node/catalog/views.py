@@ -47,7 +47,6 @@ from node.p2p.tables import authors, blobs, identities, records
 from node.p2p.torrent_routes import TorrentIndex
 from node.p2p.torrentmeta import magnet
 
-RATING_LEVEL = NSFW_LEVELS
 NSFW_LEVEL_NAME = {"PG": "None", "PG13": "Soft", "R": "Mature", "X": "X"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
 NUMERIC_META = ("cfgScale", "Denoising strength", "Hires upscale", "clipSkip")
@@ -138,7 +137,7 @@ class CatalogViews:
         return {
             "id": row.int_id,
             "url": self.image_url(row.sha256, row.int_id, row.mime, row.width),
-            "nsfwLevel": RATING_LEVEL.get(row.rating, 1),
+            "nsfwLevel": NSFW_LEVELS.get(row.rating, 1),
             "nsfw": NSFW_LEVEL_NAME.get(row.rating, "None"),
             "width": row.width,
             "height": row.height,
@@ -357,7 +356,7 @@ class CatalogViews:
                     "type": row.type,
                     "poi": row.poi,
                     "nsfw": row.rating in ("R", "X"),
-                    "nsfwLevel": RATING_LEVEL.get(row.rating, 1),
+                    "nsfwLevel": NSFW_LEVELS.get(row.rating, 1),
                     "allowNoCredit": row.allow_no_credit,
                     "allowCommercialUse": uses,
                     "allowDerivatives": row.allow_derivatives,

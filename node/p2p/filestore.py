@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -124,9 +124,7 @@ class FileStore:
             row = (
                 await conn.execute(sa.select(blobs).where(blobs.c.sha256 == sha256.upper()))
             ).first()
-        if row is None:
-            return None
-        return StoredFile(row.sha256, row.size, Path(row.path), row.in_place)
+        return None if row is None else _stored(row)
 
     async def public_path(self, sha256: str) -> Path | None:
         """Where the file lies, if it may be served to anyone: a visible record needs it."""
@@ -150,7 +148,7 @@ class FileStore:
                 rows = await conn.execute(
                     sa.select(blobs).where(blobs.c.sha256.in_(wanted[start : start + LOOKUP_CHUNK]))
                 )
-                found += [StoredFile(r.sha256, r.size, Path(r.path), r.in_place) for r in rows]
+                found += [_stored(row) for row in rows]
         return {stored.sha256 for stored in found if await self._usable(stored) is not None}
 
     async def _usable(self, stored: StoredFile) -> Path | None:
@@ -281,3 +279,8 @@ def store_error(exc: OSError, where: Path, what: str) -> InsufficientStorage | S
         f"{what} {where} cannot be written ({reason}): check that it is a folder the node's "
         "user may write"
     )
+
+
+def _stored(row: Any) -> StoredFile:
+    """A ``blobs`` row as the file it names."""
+    return StoredFile(row.sha256, row.size, Path(row.path), row.in_place)
