@@ -1,33 +1,25 @@
-"""How ``model``, ``model_version``, ``image`` and ``tombstone`` records become catalog
-rows, one record at a time.
+"""How ``model``, ``model_version`` and ``image`` records become catalog rows.
 
 Every function here depends only on the set of visible records: a model's row is
 recomputed from its root and all its author's revisions each time one arrives, so the
-catalog is the same whatever order records come in (tests shuffle them). ``reindex``
-and :func:`refresh_roots` replay records through these; accepting a page projects it
-as a set (:mod:`node.catalog.page_projection`), which must leave the same tables.
+catalog is the same whatever order records come in (tests shuffle them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from node.catalog import schemas
-from node.catalog.ids import assign_int_id, placeholder
-from node.catalog.page_projection import apply_many
-from node.catalog.rows import (
-    Override,
-    image_rows,
-    model_values,
-    search_text,
-    tags_of,
-    version_rows,
-)
+from node.catalog.ids import assign_int_id, candidate, file_int_id, placeholder
 from node.catalog.tables import (
     image_resources,
     images,
@@ -43,7 +35,11 @@ from node.catalog.tables import (
 from node.p2p.projections import Projection, RecordTypes
 from node.p2p.records import Record, decode_stored
 from node.p2p.rotation import identity_of
-from node.p2p.tables import records
+from node.p2p.tables import identities, records
+
+
+def hexu(value: bytes | None) -> str | None:
+    return value.hex().upper() if value is not None else None
 
 
 async def _visible_record(conn: AsyncConnection, record_id: bytes) -> Record | None:
@@ -56,11 +52,34 @@ async def _visible_record(conn: AsyncConnection, record_id: bytes) -> Record | N
 # --- moderators' local overrides ------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Override:
+    rating: str | None = None
+    poi: bool | None = None
+    minor: bool = False
+    terms: tuple[str, ...] = ()
+
+
 async def override(conn: AsyncConnection, root_id: bytes) -> Override:
     row = (
         await conn.execute(sa.select(model_overrides).where(model_overrides.c.root_id == root_id))
     ).first()
-    return Override() if row is None else Override.of(row)
+    if row is None:
+        return Override()
+    return Override(row.rating, row.poi, row.minor, tuple(json.loads(row.hidden_terms)))
+
+
+def redact(text: str, terms: Sequence[str]) -> str:
+    """``text`` with every term (any case) replaced by "[removed]"."""
+    for term in terms:
+        text = re.sub(re.escape(term), "[removed]", text, flags=re.IGNORECASE)
+    return text
+
+
+def redact_list(items: Sequence[str], terms: Sequence[str]) -> list[str]:
+    """Items that mention none of the terms (tags, trigger words)."""
+    lowered = [t.lower() for t in terms]
+    return [i for i in items if i.strip() and not any(t in i.lower() for t in lowered)]
 
 
 # --- models -------------------------------------------------------------------------------
@@ -103,8 +122,26 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     current = root if newest == root_id else await _visible_record(conn, newest)
     if current is None or current.type != schemas.MODEL:
         current = root
+    body = current.body
+    permissions = body.get("permissions", {})
     local = await override(conn, root_id)
-    values = model_values(root, current, local, await _downloads(conn, root_id, root.author))
+    values = {
+        "author": root.author,
+        "revision_id": current.id,
+        "name": redact(body["name"], local.terms) or "[removed]",
+        "type": body["type"],
+        "description": redact(body.get("description", ""), local.terms),
+        "rating": local.rating or body.get("rating", "PG"),
+        "license": body.get("license"),
+        "poi": local.poi if local.poi is not None else body.get("poi", False),
+        "allow_no_credit": permissions.get("allow_no_credit", True),
+        "allow_commercial_use": ",".join(permissions.get("allow_commercial_use", [])),
+        "allow_derivatives": permissions.get("allow_derivatives", True),
+        "allow_different_license": permissions.get("allow_different_license", True),
+        "created": root.created,
+        "updated": current.created,
+        "downloads": await _downloads(conn, root_id, root.author),
+    }
     exists = await conn.scalar(sa.select(models.c.seq).where(models.c.root_id == root_id))
     if exists is None:
         await conn.execute(
@@ -114,7 +151,7 @@ async def refresh_model(conn: AsyncConnection, root_id: bytes) -> None:
     else:
         await conn.execute(models.update().where(models.c.root_id == root_id).values(values))
     await conn.execute(model_tags.delete().where(model_tags.c.root_id == root_id))
-    tags = tags_of(current, local)
+    tags = sorted({t.strip().lower() for t in redact_list(body.get("tags", []), local.terms)})
     if tags:
         await conn.execute(model_tags.insert(), [{"root_id": root_id, "tag": t} for t in tags])
     await refresh_search_text(conn, root_id)
@@ -145,21 +182,25 @@ async def refresh_search_text(conn: AsyncConnection, root_id: bytes) -> None:
     ).first()
     if row is None:
         return
-    # Sorted here, not by the database: PostgreSQL's collation may order them otherwise.
-    tags = sorted(
-        (await conn.execute(sa.select(model_tags.c.tag).where(model_tags.c.root_id == root_id)))
-        .scalars()
-        .all()
-    )
+    tags = (
+        await conn.execute(
+            sa.select(model_tags.c.tag)
+            .where(model_tags.c.root_id == root_id)
+            .order_by(model_tags.c.tag)
+        )
+    ).scalars()
     versions = await conn.execute(
         sa.select(model_versions.c.name, model_versions.c.trained_words)
         .where(model_versions.c.model_root == root_id, model_versions.c.author == row.author)
         .order_by(model_versions.c.created, model_versions.c.id)
     )
+    parts = [row.description, " ".join(tags)]
+    for version in versions:
+        parts += [version.name, " ".join(json.loads(version.trained_words))]
     await conn.execute(
         models.update()
         .where(models.c.root_id == root_id)
-        .values(search_text=search_text(row.description, tags, versions))
+        .values(search_text="\n".join(p for p in parts if p))
     )
 
 
@@ -198,11 +239,55 @@ async def apply_tombstone(conn: AsyncConnection, record: Record) -> None:
         await conn.execute(images.delete().where(image))
 
 
+def _version_rows(
+    record: Record, terms: Sequence[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A version's ``model_versions`` row (placeholder int_id) and its ``version_files``."""
+    body = record.body
+    version = {
+        "id": record.id,
+        "int_id": placeholder(record.id),
+        "model_root": body["model"],
+        "author": record.author,
+        "name": redact(body["name"], terms) or "[removed]",
+        "base_model": body["base_model"],
+        "description": redact(body.get("description", ""), terms),
+        "trained_words": json.dumps(redact_list(body.get("trained_words", []), terms)),
+        "created": record.created,
+    }
+    rows: list[dict[str, Any]] = []
+    for position, item in enumerate(body["files"]):
+        sha256 = hexu(item["sha256"])
+        assert sha256 is not None
+        rows.append(
+            {
+                "version_id": record.id,
+                "sha256": sha256,
+                "int_id": file_int_id(sha256),
+                "position": position,
+                "name": item["name"],
+                "size": item["size"],
+                "autov1": hexu(item.get("autov1")),
+                "autov2": sha256[:10],
+                "autov3": hexu(item.get("autov3")),
+                "blake3": hexu(item["blake3"]),
+                "crc32": hexu(item["crc32"]),
+                "format": item["format"],
+                "fp": item.get("fp"),
+                "size_type": item.get("size_type"),
+                "is_primary": item.get("primary", position == 0),
+                "infohash": item["infohash"].hex() if item.get("infohash") else None,
+                "piece_length": item.get("piece_length"),
+            }
+        )
+    return version, rows
+
+
 async def apply_model_version(conn: AsyncConnection, record: Record) -> None:
     body = record.body
     if await withdrawn(conn, record.id, record.author):
         return
-    version, files = version_rows(record, (await override(conn, body["model"])).terms)
+    version, files = _version_rows(record, (await override(conn, body["model"])).terms)
     await conn.execute(model_versions.insert().values(**version))
     await assign_int_id(conn, model_versions, model_versions.c.id, record.id)
     await conn.execute(version_files.insert(), files)
@@ -223,10 +308,43 @@ async def refresh_downloads(conn: AsyncConnection, root_id: bytes) -> None:
 # --- images -------------------------------------------------------------------------------
 
 
+def _image_rows(record: Record, rating: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An image's ``images`` row (placeholder int_id) and its ``image_resources``."""
+    body = record.body
+    image = {
+        "id": record.id,
+        "int_id": placeholder(record.id),
+        "author": record.author,
+        "sha256": hexu(body["sha256"]),
+        "width": body["width"],
+        "height": body["height"],
+        "mime": body["mime"],
+        "size": body["size"],
+        "rating": rating or body.get("rating", "PG"),
+        "version_id": body.get("model_version"),
+        "meta": json.dumps(body.get("meta", {})),
+        "pdq": body.get("pdq"),
+        "pdq_quality": body.get("pdq_quality"),
+        "created": record.created,
+    }
+    resources = [
+        {
+            "image_id": record.id,
+            "position": i,
+            "name": res.get("name"),
+            "type": res.get("type"),
+            "hash": res["hash"].upper() if res.get("hash") else None,
+            "weight": res.get("weight"),
+        }
+        for i, res in enumerate(body.get("resources", []))
+    ]
+    return image, resources
+
+
 async def apply_image(conn: AsyncConnection, record: Record) -> None:
     if await withdrawn(conn, record.id, record.author):
         return
-    image, resources = image_rows(record, (await override(conn, record.id)).rating)
+    image, resources = _image_rows(record, (await override(conn, record.id)).rating)
     await conn.execute(images.insert().values(**image))
     await assign_int_id(conn, images, images.c.id, record.id)
     if resources:
@@ -364,6 +482,182 @@ def register(types: RecordTypes) -> None:
             apply_many=apply_many,
         )
     )
+
+
+LOOKUP_CHUNK = 500
+
+
+async def _lookup(
+    conn: AsyncConnection, query: Any, column: Any, values: Sequence[Any]
+) -> list[Any]:
+    """Rows of ``query`` where ``column`` is one of ``values`` (500 at a time)."""
+    values = list(dict.fromkeys(values))
+    out: list[Any] = []
+    for start in range(0, len(values), LOOKUP_CHUNK):
+        out += (
+            await conn.execute(query.where(column.in_(values[start : start + LOOKUP_CHUNK])))
+        ).all()
+    return out
+
+
+async def _insert_with_int_ids(
+    conn: AsyncConnection, table: sa.Table, key: sa.Column, rows: list[dict[str, Any]]
+) -> None:
+    """Insert rows whose ``int_id`` is a placeholder in one statement, each given its first
+    candidate where nobody holds it; the rest (a collision: 2^-53 per pair) go through
+    :func:`assign_int_id`, which settles who keeps the number."""
+    if not rows:
+        return
+    first = {row["id"]: candidate(row["id"]) for row in rows}
+    taken = {
+        row.int_id
+        for row in await _lookup(
+            conn, sa.select(table.c.int_id), table.c.int_id, list(first.values())
+        )
+    }
+    repeated = {n for n, count in Counter(first.values()).items() if count > 1}
+    slow = []
+    for row in rows:
+        number = first[row["id"]]
+        if number in taken or number in repeated:
+            slow.append(row["id"])
+        else:
+            row["int_id"] = number
+    await conn.execute(table.insert(), rows)
+    for record_id in slow:
+        await assign_int_id(conn, table, key, record_id)
+
+
+async def apply_many(conn: AsyncConnection, batch: Sequence[Record]) -> None:
+    """Project a page of catalog records with a bounded number of statements for its
+    versions and images: one lookup each for identities, tombstones and overrides, one
+    multi-row insert per table, then one pass over the models whose versions changed.
+    Models and tombstones (a model's row is recomputed from all its records) still go
+    one by one. The tables end as applying each record in turn leaves them."""
+    identity = {
+        row.did: row.identity
+        for row in await _lookup(
+            conn,
+            sa.select(identities.c.did, identities.c.identity),
+            identities.c.did,
+            [r.author for r in batch],
+        )
+    }
+    batch = [
+        dataclasses.replace(r, author=identity[r.author]) if r.author in identity else r
+        for r in batch
+    ]
+    for record in batch:  # first, so a version or image withdrawn in this page is skipped
+        if record.type in (schemas.MODEL, schemas.TOMBSTONE):
+            await _APPLY[record.type](conn, record)
+    versions = [r for r in batch if r.type == schemas.MODEL_VERSION]
+    pictures = [r for r in batch if r.type == schemas.IMAGE]
+    if not versions and not pictures:
+        return
+    withdrawn_pairs = {
+        (row.target, row.author)
+        for row in await _lookup(
+            conn,
+            sa.select(tombstones.c.target, tombstones.c.author),
+            tombstones.c.target,
+            [r.id for r in versions + pictures],
+        )
+    }
+    versions = [r for r in versions if (r.id, r.author) not in withdrawn_pairs]
+    pictures = [r for r in pictures if (r.id, r.author) not in withdrawn_pairs]
+    local = {
+        row.root_id: Override(row.rating, row.poi, row.minor, tuple(json.loads(row.hidden_terms)))
+        for row in await _lookup(
+            conn,
+            sa.select(model_overrides),
+            model_overrides.c.root_id,
+            [r.body["model"] for r in versions] + [r.id for r in pictures],
+        )
+    }
+    version_rows, file_rows = [], []
+    for record in versions:
+        version, files = _version_rows(record, local.get(record.body["model"], Override()).terms)
+        version_rows.append(version)
+        file_rows += files
+    await _insert_with_int_ids(conn, model_versions, model_versions.c.id, version_rows)
+    if file_rows:
+        await conn.execute(version_files.insert(), file_rows)
+    image_rows, resource_rows = [], []
+    for record in pictures:
+        image, resources = _image_rows(record, local.get(record.id, Override()).rating)
+        image_rows.append(image)
+        resource_rows += resources
+    await _insert_with_int_ids(conn, images, images.c.id, image_rows)
+    if resource_rows:
+        await conn.execute(image_resources.insert(), resource_rows)
+    await _refresh_many(conn, [r.body["model"] for r in versions])
+
+
+async def _refresh_many(conn: AsyncConnection, roots: Sequence[bytes]) -> None:
+    """:func:`refresh_search_text` and :func:`refresh_downloads` for many models at once:
+    four lookups and one executemany update, whatever their number."""
+    shown = {
+        row.root_id: row
+        for row in await _lookup(
+            conn,
+            sa.select(models.c.root_id, models.c.description, models.c.author),
+            models.c.root_id,
+            roots,
+        )
+    }
+    if not shown:
+        return
+    wanted = list(shown)
+    tags: dict[bytes, list[str]] = {root: [] for root in wanted}
+    for row in await _lookup(
+        conn,
+        sa.select(model_tags.c.root_id, model_tags.c.tag).order_by(model_tags.c.tag),
+        model_tags.c.root_id,
+        wanted,
+    ):
+        tags[row.root_id].append(row.tag)
+    words: dict[bytes, list[str]] = {root: [] for root in wanted}
+    for row in await _lookup(
+        conn,
+        sa.select(
+            model_versions.c.model_root,
+            model_versions.c.author,
+            model_versions.c.name,
+            model_versions.c.trained_words,
+        ).order_by(model_versions.c.created, model_versions.c.id),
+        model_versions.c.model_root,
+        wanted,
+    ):
+        if row.author == shown[row.model_root].author:
+            words[row.model_root] += [row.name, " ".join(json.loads(row.trained_words))]
+    downloads: dict[bytes, int] = {}
+    for row in await _lookup(
+        conn,
+        sa.select(
+            model_versions.c.model_root,
+            model_versions.c.author,
+            sa.func.coalesce(sa.func.sum(model_stats.c.downloads), 0).label("downloads"),
+        )
+        .select_from(
+            model_versions.join(model_stats, model_stats.c.version_id == model_versions.c.id)
+        )
+        .group_by(model_versions.c.model_root, model_versions.c.author),
+        model_versions.c.model_root,
+        wanted,
+    ):
+        if row.author == shown[row.model_root].author:
+            downloads[row.model_root] = int(row.downloads or 0)
+    updates = []
+    for root, row in shown.items():
+        parts = [row.description, " ".join(tags[root]), *words[root]]
+        updates.append(
+            {
+                "b_root": root,
+                "search_text": "\n".join(p for p in parts if p),
+                "downloads": downloads.get(root, 0),
+            }
+        )
+    await conn.execute(models.update().where(models.c.root_id == sa.bindparam("b_root")), updates)
 
 
 _APPLY = {

@@ -38,7 +38,6 @@ from node.p2p.tables import blobs, downloads, wanted_files
 
 log = logging.getLogger("civitas.files")
 HASH_BLOCK = 4 * 1024 * 1024
-LOOKUP_CHUNK = 500
 
 
 class PublicFiles(Protocol):
@@ -136,22 +135,8 @@ class FileStore:
         """Where the file lies, if this node has it, it is still there and (in place)
         still the file that was published."""
         stored = await self.get(sha256)
-        return None if stored is None else await self._usable(stored)
-
-    async def held_among(self, sha256s: Sequence[str]) -> set[str]:
-        """Which of these files :meth:`local_path` would find (as uppercase SHA256s): one
-        lookup per 500 files, then the disk checked only for those with a row."""
-        wanted = list(dict.fromkeys(s.upper() for s in sha256s))
-        found: list[StoredFile] = []
-        async with self.db.read() as conn:
-            for start in range(0, len(wanted), LOOKUP_CHUNK):
-                rows = await conn.execute(
-                    sa.select(blobs).where(blobs.c.sha256.in_(wanted[start : start + LOOKUP_CHUNK]))
-                )
-                found += [_stored(row) for row in rows]
-        return {stored.sha256 for stored in found if await self._usable(stored) is not None}
-
-    async def _usable(self, stored: StoredFile) -> Path | None:
+        if stored is None:
+            return None
         if not stored.in_place:
             return stored.path if await asyncio.to_thread(stored.path.is_file) else None
         if stored.sha256 in self.changed:

@@ -169,9 +169,8 @@ class WantedFiles:
                 ).scalars()
             )
         missing = [f for sha, f in fresh.items() if sha not in queued]
-        if not known_missing:  # one lookup for the page, not one per file
-            held = await self.store.held_among([f.sha256 for f in missing])
-            missing = [f for f in missing if f.sha256.upper() not in held]
+        if not known_missing:
+            missing = [f for f in missing if await self.store.local_path(f.sha256) is None]
         if not missing:
             return 0
         now = now_ms()
